@@ -1,0 +1,313 @@
+"""One generation request from validated body to OpenAI answer.
+
+parse + validate → route → adapt to what the translator accepts → ``prepare`` →
+``build_request`` → ``exchange`` (events) → render (stream or aggregate). The first event is
+awaited before any header goes out, so an upstream failure up to then is an ordinary error
+response with its mapped status; after it, an error becomes one in-stream error chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+from typing import Any, AsyncIterator, Iterable, Mapping
+
+import orjson
+from aiohttp import web
+
+from translators.base import Translator
+from translators.errors import InvalidRequest, RosettaError, Unsupported, UpstreamError
+from translators.events import Cost, Event, Meta, Progress, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from translators.request import Operation, Request
+
+from .errors import error_response, header_safe, unexpected
+from translators.errors import PayloadTooLarge, UnsupportedMediaType
+from .observe import Observer, RequestRecord
+from .render import Aggregate, StreamRenderer
+from .router import Route, Router
+from .tokens import TokenCounter
+from .validate import PARSERS
+
+ID_PREFIX: dict[Operation, str] = {"chat": "chatcmpl-", "completion": "cmpl-"}
+
+
+def merge_params(defaults: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """Route defaults under the client's body: a client value wins, a client null does not."""
+    merged = dict(defaults)
+    for key, value in body.items():
+        if value is not None or key not in merged:
+            merged[key] = value
+    return merged
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request's JSON body: 415 for another content type, 413 past the size limit, 400 for
+    JSON that does not parse."""
+    kind = request.headers.get("Content-Type", "")
+    if kind and kind.split(";", 1)[0].strip().lower() not in ("application/json", "text/json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {kind!r}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"the request body is larger than this gateway accepts ({limit} bytes)"
+        ) from exc
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos}). "
+            "The body must be a JSON object."
+        ) from None
+
+
+def adapt(req: Request, translator: Translator, prompt: Any) -> Request:
+    """Give the translator the input it takes: a prompt to a chat-only backend becomes one user
+    message; a chat to a text backend is left for its ``prepare`` (the instruct template)."""
+    if req.operation == "chat":
+        return req
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        if translator.multi_prompt:
+            return req
+        raise Unsupported(
+            "this backend takes one text prompt: several prompts or token arrays are not supported", param="prompt"
+        )
+    if "completion" in translator.accepts:
+        return replace(req, prompt=prompt)
+    return replace(req, messages=({"role": "user", "content": prompt},))
+
+
+class Pipeline:
+    """Runs generation requests; one per app."""
+
+    def __init__(
+        self, router: Router, counter: TokenCounter, observers: Iterable[Observer], *, keepalive: float, max_body: int, log: Any
+    ) -> None:
+        self.router = router
+        self.max_body = max_body
+        self.counter = counter
+        self.observers = tuple(observers)
+        self.keepalive = keepalive
+        self.log = log
+
+    async def handle(self, request: web.Request, operation: Operation, record: RequestRecord) -> web.StreamResponse:
+        """Answer one request; never raises (errors become OpenAI error responses)."""
+        for observer in self.observers:
+            observer.started(record)
+        try:
+            body = await read_json(request, self.max_body)
+            return await self._handle(request, body, operation, record)
+        except RosettaError as error:
+            self._fail(record, error)
+            return error_response(error, record.request_id)
+        except asyncio.CancelledError:
+            record.client_disconnected = True
+            record.status = 499
+            raise
+        except Exception as exc:  # a bug: log it whole here, show the client nothing of it
+            error = unexpected(exc, record.request_id, self.log)
+            self._fail(record, error)
+            return error_response(error, record.request_id)
+        finally:
+            record.finished_at = time.perf_counter()
+            for observer in self.observers:
+                observer.finished(record)
+
+    def _fail(self, record: RequestRecord, error: RosettaError) -> None:
+        record.status = error.status
+        record.error_type = error.type
+        record.error_kind = getattr(error, "kind", None)
+
+    async def _handle(self, request: web.Request, body: Any, operation: Operation, record: RequestRecord) -> web.StreamResponse:
+        if not isinstance(body, dict):
+            raise InvalidRequest("the request body must be a JSON object", param=None)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            PARSERS[operation](body)  # raises the precise error about 'model'
+        route = self.router.resolve(model)
+        record.route, record.backend = route.public_name, route.backend.name
+        record.backend_type, record.upstream_model = route.backend.type, route.upstream_model
+        merged = merge_params(route.params, body)
+        parsed = PARSERS[operation](merged)
+        record.stream = parsed.stream
+        translator = route.backend.translator
+        req = Request(
+            id=record.request_id,
+            operation=operation,
+            model=route.public_name,
+            upstream_model=route.upstream_model,
+            body=merged,
+            stream=parsed.stream,
+            include_usage=parsed.include_usage,
+            messages=parsed.messages,
+            stop=parsed.stop,
+            max_tokens=parsed.max_tokens,
+            n=parsed.n,
+            options=route.options,
+        )
+        req = adapt(req, translator, parsed.prompt)
+        transport = route.backend.transport
+        started = time.perf_counter()
+        req = await translator.prepare(transport, req)
+        upstream = translator.build_request(req)
+        record.upstream_wait += time.perf_counter() - started
+        record.warnings = upstream.warnings
+        if upstream.warnings:
+            self.log.info("request_adjusted", request_id=req.id, warnings=list(upstream.warnings))
+        events = translator.exchange(transport, upstream, req)
+        try:
+            if req.stream:
+                return await self._stream(request, route, req, events, record)
+            return await self._collect(route, req, events, record)
+        finally:
+            await events.aclose()
+
+    async def _next(self, events: AsyncIterator[Event], record: RequestRecord) -> Event:
+        started = time.perf_counter()
+        try:
+            return await events.__anext__()
+        finally:
+            record.upstream_wait += time.perf_counter() - started
+
+    def _observe(self, record: RequestRecord, event: Event) -> None:
+        record.see(event)
+        if isinstance(event, (Progress, Cost)):
+            for observer in self.observers:
+                observer.progress(record, event)
+
+    def estimate(self, req: Request, text: str) -> Usage:
+        """Usage counted with tiktoken, for backends that report none."""
+        prompt = self.counter.count(req.prompt) if req.prompt is not None else self.counter.count_chat(req.messages)
+        return Usage(prompt, self.counter.count(text), source="estimated")
+
+    def _headers(self, req: Request, route: Route, record: RequestRecord, meta: Meta | None) -> dict[str, str]:
+        headers = {"x-request-id": req.id, "x-rosetta-backend": route.backend.name}
+        if record.warnings:
+            headers["x-rosetta-warning"] = header_safe("; ".join(record.warnings))
+        if meta is not None:
+            headers.update({k: header_safe(v) for k, v in meta.headers.items()})
+        return headers
+
+    async def _collect(self, route: Route, req: Request, events: AsyncIterator[Event], record: RequestRecord) -> web.Response:
+        aggregate = Aggregate()
+        meta_headers: dict[str, str] = {}
+        while True:
+            try:
+                event = await self._next(events, record)
+            except StopAsyncIteration:
+                break
+            self._observe(record, event)
+            if isinstance(event, Meta):
+                meta_headers.update(event.headers)
+            aggregate.add(event)
+        usage = aggregate.usage or self.estimate(req, aggregate.text())
+        record.use(usage)
+        answer = aggregate.render(req.operation, req.id, req.model, int(time.time()), usage)
+        headers = self._headers(req, route, record, Meta(headers=meta_headers))
+        headers["x-rosetta-usage-source"] = usage.source
+        headers["x-rosetta-overhead-ms"] = f"{(time.perf_counter() - record.started - record.upstream_wait) * 1000:.3f}"
+        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
+
+    async def _stream(
+        self, request: web.Request, route: Route, req: Request, events: AsyncIterator[Event], record: RequestRecord
+    ) -> web.StreamResponse:
+        try:
+            event: Event | None = await self._next(events, record)
+        except StopAsyncIteration:
+            event = None
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                **self._headers(req, route, record, event if isinstance(event, Meta) else None),
+                "x-rosetta-overhead-ms": f"{(time.perf_counter() - record.started - record.upstream_wait) * 1000:.3f}",
+            }
+        )
+        await response.prepare(request)
+        renderer = StreamRenderer(req.operation, req.id, req.model, int(time.time()), req.include_usage)
+        pieces: list[str] = []
+        ticker = KeepAlive(response, self.keepalive)
+        try:
+            while event is not None:
+                self._observe(record, event)
+                if isinstance(event, (TextDelta, ReasoningDelta)):
+                    pieces.append(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    pieces.append((event.name or "") + event.arguments)
+                data = renderer.render(event)
+                if data:
+                    await response.write(data)
+                    ticker.last = time.monotonic()
+                try:
+                    event = await self._next(events, record)
+                except StopAsyncIteration:
+                    event = None
+            usage = renderer.usage or self.estimate(req, "".join(pieces))
+            record.use(usage)
+            await response.write(renderer.end(usage))
+        except RosettaError as error:
+            self._fail(record, error)
+            self.log.warning("stream_failed", request_id=req.id, error=error.message, kind=getattr(error, "kind", None))
+            await self._write_quietly(response, renderer.error(error))
+        except (ConnectionResetError, ConnectionError):
+            record.client_disconnected = True
+            record.status = 499
+            return response
+        except Exception as exc:
+            error = unexpected(exc, req.id, self.log)
+            self._fail(record, error)
+            await self._write_quietly(response, renderer.error(error))
+        finally:
+            ticker.stop()
+        await self._write_quietly(response, None)
+        return response
+
+    @staticmethod
+    async def _write_quietly(response: web.StreamResponse, data: bytes | None) -> None:
+        try:
+            if data is None:
+                await response.write_eof()
+            else:
+                await response.write(data)
+        except ConnectionError:
+            pass
+
+
+class KeepAlive:
+    """Writes an SSE comment whenever the stream has been silent for ``every`` seconds, so
+    clients and proxies with idle timeouts keep the connection."""
+
+    __slots__ = ("response", "every", "last", "task")
+
+    def __init__(self, response: web.StreamResponse, every: float) -> None:
+        self.response = response
+        self.every = every
+        self.last = time.monotonic()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.every - (time.monotonic() - self.last), 0.01))
+            if time.monotonic() - self.last >= self.every:
+                try:
+                    await self.response.write(b": keep-alive\n\n")
+                except ConnectionError:
+                    return
+                self.last = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop writing comments."""
+        self.task.cancel()
+
+
+def new_request_id(operation: Operation) -> str:
+    """A fresh response id (``chatcmpl-…`` or ``cmpl-…``)."""
+    return ID_PREFIX[operation] + uuid.uuid4().hex
+
+
+__all__ = ["Pipeline", "new_request_id", "merge_params", "adapt", "UpstreamError"]
