@@ -37,7 +37,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 CATALOG = web.AppKey("catalog", ModelCatalog)
 METRICS = web.AppKey("metrics", Metrics)
 READY = web.AppKey("ready", asyncio.Event)
-LOG = web.AppKey("log", Any)
+LOG = web.AppKey("log", structlog.typing.FilteringBoundLogger)
 KEY_OWNER = web.RequestKey("key_owner", str)
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -159,7 +159,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     probes = {n: b.url for n, b in settings.backends.items() if b.autodetect}
     if probes:
         results = await asyncio.gather(*(_probe(session, url) for url in probes.values()))
-        for name, alive in zip(probes, results):
+        for name, alive in zip(probes, results, strict=True):
             if not alive:
                 router.drop_backend(name)
                 log.info("backend_absent", backend=name, url=probes[name])

@@ -72,7 +72,7 @@ class BackendCommon(BaseModel):
     url: str | None = None
     api_key: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    timeout: TimeoutConfig = TimeoutConfig()
     # Probe at start-up; a backend that does not answer is left out (embedded local defaults).
     autodetect: bool = False
 
@@ -162,7 +162,7 @@ def _located(prefix: str, error: ValidationError) -> list[str]:
     return out
 
 
-def _split(entry: BaseModel, common: type[BaseModel]) -> dict[str, Any]:
+def _split(entry: BaseModel) -> dict[str, Any]:
     """The keys of ``entry`` that are not common ones (the translator's options)."""
     return dict(entry.model_extra or {})
 
@@ -179,7 +179,7 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
         if key not in ("server", "backends", "models"):
             problems.append(f"{key}: unknown section (expected server, backends, models)")
 
-    server = ServerConfig()
+    server = ServerConfig.model_validate({})
     try:
         server = ServerConfig.model_validate(raw.get("server") or {})
     except ValidationError as exc:
@@ -205,7 +205,7 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
         if cls is None:
             problems.append(f"{where}.type: unknown backend type {common.type!r}; valid types: {', '.join(sorted(TRANSLATORS))}")
             continue
-        options = _split(common, BackendCommon)
+        options = _split(common)
         try:
             cls.Options.model_validate(options)
         except ValidationError as exc:
@@ -250,11 +250,13 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
         if cls is None:
             continue  # the backend's own problem is already reported
         try:
-            options = cls.ModelOptions.model_validate(_split(common_model, ModelCommon))
+            model_options = cls.ModelOptions.model_validate(_split(common_model))
         except ValidationError as exc:
             problems += _located(where, exc)
             continue
-        models.append(ModelSettings(common_model.name, common_model.backend, common_model.model, dict(common_model.params), options))
+        models.append(
+            ModelSettings(common_model.name, common_model.backend, common_model.model, dict(common_model.params), model_options)
+        )
 
     if problems:
         raise ConfigError(problems)

@@ -47,7 +47,7 @@ class ModelCatalog:
         data = [model_object(m.name, m.backend, self.created) for m in self.router.configured()]
         names = sorted(self.router.backends)
         lists = await asyncio.gather(*(self._upstream(n) for n in names))
-        for name, ids in zip(names, lists):
+        for name, ids in zip(names, lists, strict=True):
             data += [model_object(f"{name}/{i}", name, self.created) for i in ids]
         return {"object": "list", "data": data}
 

@@ -12,18 +12,24 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Mapping, cast
 
 import orjson
 from aiohttp import web
 
 from translators.base import Translator
-from translators.errors import InvalidRequest, RosettaError, Unsupported, UpstreamError
+from translators.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RosettaError,
+    Unsupported,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from translators.events import Cost, Event, Meta, Progress, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from translators.request import Operation, Request
 
 from .errors import error_response, header_safe, unexpected
-from translators.errors import PayloadTooLarge, UnsupportedMediaType
 from .observe import Observer, RequestRecord
 from .render import Aggregate, StreamRenderer
 from .router import Route, Router
@@ -109,9 +115,9 @@ class Pipeline:
             record.status = 499
             raise
         except Exception as exc:  # a bug: log it whole here, show the client nothing of it
-            error = unexpected(exc, record.request_id, self.log)
-            self._fail(record, error)
-            return error_response(error, record.request_id)
+            failure = unexpected(exc, record.request_id, self.log)
+            self._fail(record, failure)
+            return error_response(failure, record.request_id)
         finally:
             record.finished_at = time.perf_counter()
             for observer in self.observers:
@@ -128,6 +134,7 @@ class Pipeline:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             PARSERS[operation](body)  # raises the precise error about 'model'
+            raise InvalidRequest("'model' must be a non-empty string", param="model")
         route = self.router.resolve(model)
         record.route, record.backend = route.public_name, route.backend.name
         record.backend_type, record.upstream_model = route.backend.type, route.upstream_model
@@ -158,7 +165,8 @@ class Pipeline:
         record.warnings = upstream.warnings
         if upstream.warnings:
             self.log.info("request_adjusted", request_id=req.id, warnings=list(upstream.warnings))
-        events = translator.exchange(transport, upstream, req)
+        # exchange is an async generator: aclose() runs its cleanup (a cancel call) at once
+        events = cast(AsyncGenerator[Event, None], translator.exchange(transport, upstream, req))
         try:
             if req.stream:
                 return await self._stream(request, route, req, events, record)
@@ -259,9 +267,9 @@ class Pipeline:
             record.status = 499
             return response
         except Exception as exc:
-            error = unexpected(exc, req.id, self.log)
-            self._fail(record, error)
-            await self._write_quietly(response, renderer.error(error))
+            failure = unexpected(exc, req.id, self.log)
+            self._fail(record, failure)
+            await self._write_quietly(response, renderer.error(failure))
         finally:
             ticker.stop()
         await self._write_quietly(response, None)

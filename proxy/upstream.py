@@ -16,8 +16,8 @@ import orjson
 from translators.base import Frame, Framing, Upstream
 from translators.errors import UpstreamError
 
-from .decoders import NDJSONDecoder, SSEDecoder
 from .config import TimeoutConfig
+from .decoders import NDJSONDecoder, SSEDecoder
 
 
 def _failure(exc: BaseException, backend: str, url: str) -> UpstreamError:

@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-
 from harness import TRANSCRIPTS
 
 CAPTURES = sorted((TRANSCRIPTS / "clients").glob("*.jsonl"))

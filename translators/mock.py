@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Transport, Translator, Upstream
+from .base import Translator, Transport, Upstream
 from .events import Event, Finish, FinishReason, Meta, TextDelta, ToolCallDelta
 from .params import Param, ParamMap
 from .request import Request, text_of
