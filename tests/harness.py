@@ -246,3 +246,37 @@ async def run_rosetta(config: dict[str, Any], env: dict[str, str] | None = None)
         yield RunningRosetta(f"http://127.0.0.1:{port}", app)
     finally:
         await runner.cleanup()
+
+
+async def post_then_hang_up(running: RunningRosetta, path: str, body: Any, *, after: bytes | asyncio.Event) -> float:
+    """POST ``body`` to Rosetta over a raw socket and close the connection as soon as ``after``
+    happens (those bytes arrived, or the event is set); returns the loop time of the hang-up."""
+    port = int(running.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = orjson.dumps(body)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+    if isinstance(after, asyncio.Event):
+        await asyncio.wait_for(after.wait(), 5)
+    else:
+        received = b""
+        while after not in received:
+            chunk = await asyncio.wait_for(reader.read(4096), 5)
+            if not chunk:
+                raise AssertionError(f"Rosetta closed before sending {after!r}: {received!r}")
+            received += chunk
+    writer.close()
+    return asyncio.get_running_loop().time()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 1.0) -> bool:
+    """Poll ``check`` every 5 ms until it is true or ``timeout`` passes."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True

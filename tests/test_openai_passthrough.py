@@ -11,7 +11,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from harness import TRANSCRIPTS, Received, Writer, http_response, sse_body
+from harness import TRANSCRIPTS, Received, Writer, eventually, http_response, post_then_hang_up, sse_body
 
 WIRE = TRANSCRIPTS / "openai"
 SECRET = "sk-upstream-secret-123456"
@@ -347,23 +347,9 @@ async def test_client_disconnect_closes_the_upstream_connection_within_100ms(ups
 
     upstream.add("POST", "/v1/chat/completions", endless)
     running = await rosetta(config(upstream.url))
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(running.url.rsplit(":", 1)[1]))
-    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": True})
-    writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-    )
-    await writer.drain()
-    received = b""
-    while b"tick" not in received:
-        received += await reader.read(4096)
-    writer.close()
-    hung_up = asyncio.get_running_loop().time()
-    for _ in range(100):
-        if "closed" in seen:
-            break
-        await asyncio.sleep(0.005)
-    assert "closed" in seen, "the upstream connection was not closed"
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    hung_up = await post_then_hang_up(running, "/v1/chat/completions", body, after=b"tick")
+    assert await eventually(lambda: "closed" in seen), "the upstream connection was not closed"
     assert seen["closed"] - hung_up < 0.1
 
 
@@ -378,19 +364,7 @@ async def test_non_stream_client_disconnect_closes_the_upstream_within_100ms(ups
 
     upstream.add("POST", "/v1/chat/completions", thinking)
     running = await rosetta(config(upstream.url))
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(running.url.rsplit(":", 1)[1]))
-    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
-    writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-    )
-    await writer.drain()
-    await asyncio.wait_for(arrived.wait(), 5)
-    writer.close()
-    hung_up = asyncio.get_running_loop().time()
-    for _ in range(100):
-        if "closed" in seen:
-            break
-        await asyncio.sleep(0.005)
-    assert "closed" in seen, "the upstream connection was not closed"
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}
+    hung_up = await post_then_hang_up(running, "/v1/chat/completions", body, after=arrived)
+    assert await eventually(lambda: "closed" in seen), "the upstream connection was not closed"
     assert seen["closed"] - hung_up < 0.1
