@@ -15,9 +15,10 @@ from translators.base import Frame
 class SSEDecoder:
     """WHATWG ``text/event-stream`` parsing: LF, CRLF or CR line ends; ``:`` comments; ``data``
     repeated within one event joined by newlines; ``event`` and ``id`` fields; an event is
-    dispatched on a blank line. One deviation, on purpose: a last event that the server ended
+    dispatched on a blank line. Two deviations, on purpose: a last event that the server ended
     without a blank line (KoboldCpp's ``data: [DONE]``) is dispatched by ``close()``, not
-    dropped."""
+    dropped; and an ``error:`` field (llama.cpp's mid-stream failures) becomes the data of an
+    event named ``error`` instead of being ignored."""
 
     __slots__ = ("_decoder", "_pending", "_data", "_event", "_id", "_has_data", "_after_cr")
 
@@ -74,6 +75,12 @@ class SSEDecoder:
             self._has_data = True
         elif name == "event":
             self._event = value
+        elif name == "error":
+            # llama.cpp's server reports a failure after the stream started as
+            # "error: {...}" (a field WHATWG would ignore): keep it, as an "error" event
+            self._event = "error"
+            self._data.append(value)
+            self._has_data = True
         elif name == "id":
             if "\0" not in value:
                 self._id = value

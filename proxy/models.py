@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from translators.errors import ModelNotFound
 
@@ -26,9 +26,9 @@ class ModelCatalog:
         self.ttl = ttl
         self.log = log
         self.created = int(time.time())
-        self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._cache: dict[str, tuple[float, Sequence[str | Mapping[str, Any]]]] = {}
 
-    async def _upstream(self, name: str) -> list[str]:
+    async def _upstream(self, name: str) -> Sequence[str | Mapping[str, Any]]:
         cached = self._cache.get(name)
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
@@ -48,7 +48,12 @@ class ModelCatalog:
         names = sorted(self.router.backends)
         lists = await asyncio.gather(*(self._upstream(n) for n in names))
         for name, ids in zip(names, lists, strict=True):
-            data += [model_object(f"{name}/{i}", name, self.created) for i in ids]
+            for entry in ids:
+                if isinstance(entry, str):
+                    data.append(model_object(f"{name}/{entry}", name, self.created))
+                else:  # extra facts (Horde worker counts) ride along on the model object
+                    extra = {k: v for k, v in entry.items() if k not in ("id", "object", "created", "owned_by")}
+                    data.append({**model_object(f"{name}/{entry['id']}", name, self.created), **extra})
         return {"object": "list", "data": data}
 
     def get(self, model_id: str) -> dict[str, Any]:

@@ -84,3 +84,13 @@ def test_real_llamacpp_v1_stream_decodes_the_same_in_pieces(piece: int) -> None:
     whole = decode_all(out, "sse")
     assert whole[-1] == Frame("[DONE]") and len(whole) > 3
     assert decode_all(out, "sse", piece) == whole
+
+
+def test_llamacpp_error_field_becomes_an_error_event() -> None:
+    # llama.cpp server: `error: {"code":500,...}` after the stream started (server.cpp sends
+    # the event name "error" as the field name)
+    raw = b'data: {"content":"a"}\n\nerror: {"code":500,"message":"boom","type":"server_error"}\n\n'
+    assert decode_all(raw, "sse") == [
+        Frame('{"content":"a"}'),
+        Frame('{"code":500,"message":"boom","type":"server_error"}', "error"),
+    ]

@@ -8,7 +8,7 @@ and a :class:`Transport` (which does the HTTP, and owns the clock so tests can f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, ClassVar, Iterable, Literal, Mapping, Protocol
+from typing import Any, AsyncIterator, ClassVar, Iterable, Literal, Mapping, Protocol, Sequence
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -203,6 +203,7 @@ class Translator:
         finally:
             response.close()
 
-    async def list_models(self, transport: Transport) -> list[str]:
-        """Upstream model ids this backend serves now (for ``/v1/models``); [] if unknown."""
+    async def list_models(self, transport: Transport) -> Sequence[str | Mapping[str, Any]]:
+        """What this backend serves now, for ``/v1/models``: ids, or dicts with an ``id`` and
+        extra facts shown on the model object (worker counts...); [] if unknown."""
         return []

@@ -43,6 +43,10 @@ _NEUTRAL: dict[str, Callable[[Any], bool]] = {
     "suffix": lambda v: v == "",
     "modalities": lambda v: v == ["text"],
     "stream_options": lambda v: True,
+    # SillyTavern always sends these; zero penalties and seed -1 ("random") ask for nothing
+    "presence_penalty": lambda v: v == 0,
+    "frequency_penalty": lambda v: v == 0,
+    "seed": lambda v: v == -1,
 }
 
 
