@@ -102,6 +102,26 @@ def parse_json(body: bytes, backend_type: str) -> Any:
         ) from None
 
 
+async def get_json(transport: "Transport", url: str, headers: Mapping[str, str]) -> Any:
+    """GET ``url`` and return its JSON, or None when the server answers an error or non-JSON
+    (for optional look-ups such as model lists). Transport failures still raise."""
+    response = await transport.send(Upstream("GET", url, headers))
+    try:
+        if response.status >= 400:
+            return None
+        return orjson.loads(await response.read())
+    except orjson.JSONDecodeError:
+        return None
+    finally:
+        response.close()
+
+
+def openai_model_ids(data: Any) -> list[str]:
+    """The ids in an OpenAI-shaped model list (``{"data": [{"id": ...}]}``)."""
+    entries = data.get("data", ()) if isinstance(data, dict) else ()
+    return [str(m["id"]) for m in entries if isinstance(m, dict) and "id" in m]
+
+
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
     """The ``Retry-After`` seconds an upstream asked for, if it said a number."""
     value = headers.get("retry-after") or headers.get("Retry-After")

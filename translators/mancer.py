@@ -30,7 +30,7 @@ from .base import NoOptions, Upstream
 from .openai import OpenAI
 from .params import Param, ParamMap
 from .request import Request
-from .samplers import native_fields, openai_model_ids, openai_style_request, server_root, token_list
+from .samplers import list_openai_models, native_fields, openai_style_request, server_root, token_list
 
 API_PATH = "/oai/v1"
 
@@ -141,4 +141,4 @@ class Mancer(OpenAI):
         return openai_style_request(req, native, self.base(), self.auth_headers(), warnings)
 
     async def list_models(self, transport: Any) -> list[str]:
-        return await openai_model_ids(transport, self.base() + "/models", self.auth_headers())
+        return await list_openai_models(transport, self.base() + "/models", self.auth_headers())

@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Frame, Translator, Transport, Upstream
+from .base import Frame, Translator, Transport, Upstream, get_json
 from .errors import Unsupported, UpstreamError, upstream_error
 from .events import Event, Meta
 from .ollama_answers import AnswerState
@@ -354,15 +354,7 @@ class Ollama(Translator):
 
     async def list_models(self, transport: Transport) -> list[str]:
         """Local models from ``GET /api/tags``."""
-        response = await transport.send(Upstream("GET", self._url("/api/tags"), self._headers()))
-        try:
-            if response.status >= 400:
-                return []
-            data = orjson.loads(await response.read())
-        except orjson.JSONDecodeError:
-            return []
-        finally:
-            response.close()
+        data = await get_json(transport, self._url("/api/tags"), self._headers())
         models = data.get("models") if isinstance(data, dict) else None
         return [str(m.get("model") or m["name"]) for m in models or () if isinstance(m, dict) and ("name" in m or "model" in m)]
 

@@ -40,7 +40,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, cast
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Transport, Upstream, parse_json
+from .base import Transport, Upstream, get_json, parse_json
 from .errors import ContextLengthExceeded, Unsupported, UpstreamError, upstream_error
 from .events import Event, Finish
 from .openai import OpenAI
@@ -289,15 +289,7 @@ class Ooba(OpenAI):
             response.close()
 
     async def list_models(self, transport: Any) -> list[str]:
-        response = await transport.send(Upstream("GET", self.root() + "/v1/internal/model/info", self.auth_headers()))
-        try:
-            if response.status >= 400:
-                return []
-            data = orjson.loads(await response.read())
-        except orjson.JSONDecodeError:
-            return []
-        finally:
-            response.close()
+        data = await get_json(transport, self.root() + "/v1/internal/model/info", self.auth_headers())
         name = data.get("model_name") if isinstance(data, dict) else None
         # "None" is how the server spells "no model loaded"
         return [name] if isinstance(name, str) and name and name != "None" else []

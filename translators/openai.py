@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from .base import Frame, Translator, Upstream
+from .base import Frame, Translator, Upstream, get_json, openai_model_ids
 from .errors import UpstreamError
 from .events import Event, Finish, FinishReason, Meta, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from .params import Param, ParamMap
@@ -205,13 +205,4 @@ class OpenAI(Translator):
         headers = dict(self.backend.headers)
         if self.backend.api_key:
             headers["Authorization"] = f"Bearer {self.backend.api_key}"
-        response = await transport.send(Upstream("GET", url, headers))
-        try:
-            if response.status >= 400:
-                return []
-            data = orjson.loads(await response.read())
-        except orjson.JSONDecodeError:
-            return []
-        finally:
-            response.close()
-        return [str(m["id"]) for m in data.get("data", ()) if isinstance(m, dict) and "id" in m]
+        return openai_model_ids(await get_json(transport, url, headers))

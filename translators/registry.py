@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Translator
+from .claude import Claude
 from .horde import Horde
 from .kobold import Kobold
 from .llamacpp import LlamaCpp
@@ -16,9 +17,10 @@ from .tabby import Tabby
 TRANSLATORS: dict[str, type[Translator]] = {
     cls.name: cls
     for cls in (
+        Claude,
         Horde,
-        Kobold,
         LlamaCpp,
+        Kobold,
         Mock,
         Ollama,
         OpenAI,

@@ -8,7 +8,7 @@ text-completion backend is rendered by the instruct template into ``prompt``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence, TypedDict
 
 Operation = Literal["chat", "completion"]
@@ -78,7 +78,8 @@ class Request:
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
     n: int = 1
-    options: Mapping[str, Any] = field(default_factory=dict)
+    # the translator's ModelOptions instance for this route (set by the proxy)
+    options: Any = None
 
     def get(self, name: str, default: Any = None) -> Any:
         """A body field, or ``default`` when absent or null."""

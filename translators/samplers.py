@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import orjson
-
-from .base import Transport, Upstream
+from .base import Transport, Upstream, get_json, openai_model_ids
 from .params import ParamMap
 from .request import OPENAI_FIELDS, Request
 
@@ -121,16 +119,6 @@ def token_string(value: Any) -> Any:
     return value
 
 
-async def openai_model_ids(transport: Transport, url: str, headers: Mapping[str, str]) -> list[str]:
+async def list_openai_models(transport: Transport, url: str, headers: Mapping[str, str]) -> list[str]:
     """The ids of an OpenAI-shaped model list at ``url``; [] when the server will not say."""
-    response = await transport.send(Upstream("GET", url, headers))
-    try:
-        if response.status >= 400:
-            return []
-        data = orjson.loads(await response.read())
-    except orjson.JSONDecodeError:
-        return []
-    finally:
-        response.close()
-    entries = data.get("data", ()) if isinstance(data, dict) else ()
-    return [str(m["id"]) for m in entries if isinstance(m, dict) and "id" in m]
+    return openai_model_ids(await get_json(transport, url, headers))

@@ -42,7 +42,7 @@ from .events import Event, Meta
 from .openai import OpenAI
 from .params import Param, ParamMap
 from .request import Request
-from .samplers import native_fields, openai_model_ids, openai_style_request, server_root, token_list
+from .samplers import list_openai_models, native_fields, openai_style_request, server_root, token_list
 
 SAME = Param()
 params = ParamMap(
@@ -210,4 +210,4 @@ class Tabby(OpenAI):
                 yield event
 
     async def list_models(self, transport: Any) -> list[str]:
-        return await openai_model_ids(transport, self.root() + "/v1/models", self.auth_headers())
+        return await list_openai_models(transport, self.root() + "/v1/models", self.auth_headers())
