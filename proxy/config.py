@@ -162,6 +162,15 @@ def _located(prefix: str, error: ValidationError) -> list[str]:
     return out
 
 
+# Header names whose values are credentials (masked in logs like api_key).
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
+
+
+def _secret_values(model: BaseModel) -> list[str]:
+    """Every SecretStr a translator's validated options hold (Tabby's admin key...)."""
+    return [v.get_secret_value() for v in model.__dict__.values() if isinstance(v, SecretStr)]
+
+
 def _split(entry: BaseModel) -> dict[str, Any]:
     """The keys of ``entry`` that are not common ones (the translator's options)."""
     return dict(entry.model_extra or {})
@@ -187,6 +196,7 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
 
     backends: dict[str, BackendSettings] = {}
     classes: dict[str, type[Translator]] = {}
+    secrets: list[str] = []
     raw_backends = raw.get("backends") or {}
     if not isinstance(raw_backends, dict):
         problems.append("backends: expected a mapping of name → backend")
@@ -207,10 +217,12 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
             continue
         options = _split(common)
         try:
-            cls.Options.model_validate(options)
+            validated = cls.Options.model_validate(options)
         except ValidationError as exc:
             problems += _located(where, exc)
             continue
+        secrets += _secret_values(validated)
+        secrets += [v for k, v in common.headers.items() if _SECRET_HEADER.search(k)]
         url = common.url or cls.default_url
         if not url:
             problems.append(f"{where}.url: this backend type has no default URL; set one")
@@ -260,10 +272,9 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
 
     if problems:
         raise ConfigError(problems)
-    secrets = tuple(b.api_key for b in backends.values() if b.api_key) + tuple(
-        k.get_secret_value() for k in server.api_keys
-    )
-    return Settings(server, backends, tuple(models), source, secrets)
+    secrets += [b.api_key for b in backends.values() if b.api_key]
+    secrets += [k.get_secret_value() for k in server.api_keys]
+    return Settings(server, backends, tuple(models), source, tuple(s for s in secrets if s))
 
 
 def load_file(path: str | Path, *, env: Mapping[str, str]) -> Settings:

@@ -100,3 +100,15 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "2 problem(s)" in result.stderr
     assert "backends.x.type" in result.stderr and "backends.y.speed: unknown key" in result.stderr
+
+
+def test_secrets_in_translator_options_and_auth_headers_are_collected_for_redaction() -> None:
+    raw = {
+        "backends": {
+            "tabby": {"type": "tabby", "url": "http://127.0.0.1:5000", "admin_key": "admin-secret-999"},
+            "custom": {"type": "openai", "url": "http://x/v1", "headers": {"X-Api-Key": "hdr-secret-777", "X-Trace": "on"}},
+        }
+    }
+    settings = load_settings(raw, env={})
+    assert "admin-secret-999" in settings.secrets and "hdr-secret-777" in settings.secrets
+    assert "on" not in settings.secrets
