@@ -13,7 +13,6 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from translators.base import Backend as TranslatorBackend
 from translators.errors import AuthenticationFailed, MethodNotAllowed, NotFound, PayloadTooLarge, RosettaError
@@ -21,7 +20,7 @@ from translators.registry import TRANSLATORS
 
 from .config import Settings
 from .errors import error_response
-from .log import RequestLog, configure_logging
+from .log import RequestLog, configure_logging, log_content, secrets_of
 from .metrics import Metrics
 from .models import ModelCatalog
 from .observe import RequestRecord
@@ -99,8 +98,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, operation: Any) -> web.StreamResponse:
-    record = RequestRecord(new_request_id(operation), operation, stream=False, key_owner=request.get(KEY_OWNER))
-    return await request.app[PIPELINE].handle(request, operation, record)
+    capture = request.app[SETTINGS].server.log_prompts
+    record = RequestRecord(
+        new_request_id(operation), operation, stream=False, key_owner=request.get(KEY_OWNER), capture_content=capture
+    )
+    response = await request.app[PIPELINE].handle(request, operation, record)
+    if capture:
+        await log_content(request.app[LOG], request, record)
+    return response
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -129,9 +134,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: Prometheus exposition."""
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """GET /metrics: Prometheus exposition (every worker's samples in multiprocess mode)."""
+    collectors = request.app[METRICS]
+    return web.Response(body=collectors.exposition(), headers={"Content-Type": collectors.content_type})
 
 
 async def _probe(session: aiohttp.ClientSession, url: str) -> bool:
@@ -169,9 +174,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _close_metrics(app: web.Application) -> None:
+    """This process stops: its live gauges leave the shared multiprocess samples."""
+    app[METRICS].close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole gateway for ``settings``."""
-    configure_logging(settings.server.log_format, settings.server.log_level, settings.secrets)
+    configure_logging(settings.server.log_format, settings.server.log_level, secrets_of(settings))
     log = structlog.get_logger("rosetta")
     keys = [k.get_secret_value() for k in settings.server.api_keys]
     app = web.Application(
@@ -183,7 +193,7 @@ def create_app(settings: Settings) -> web.Application:
     app[READY] = asyncio.Event()
     router = Router(settings, {})
     app[ROUTER] = router
-    metrics_ = Metrics()
+    metrics_ = Metrics(known_models=[m.name for m in settings.models])
     app[METRICS] = metrics_
     app[CATALOG] = ModelCatalog(router, settings.server.models_cache_seconds, log)
     app[PIPELINE] = Pipeline(
@@ -193,8 +203,10 @@ def create_app(settings: Settings) -> web.Application:
         keepalive=settings.server.keepalive_seconds,
         max_body=settings.server.max_body_bytes,
         log=log,
+        secrets=secrets_of(settings),
     )
     app.cleanup_ctx.append(_lifecycle)
+    app.on_cleanup.append(_close_metrics)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)

@@ -46,6 +46,9 @@ class RequestRecord:
     queue_wait: float | None = None
     cost: float = 0.0
     cost_unit: str | None = None
+    # ``server.log_prompts``: keep the answer text (per choice) for the content log line.
+    capture_content: bool = False
+    answer: dict[int, list[str]] = field(default_factory=dict)
 
     def see(self, event: Event) -> None:
         """Account for one event on its way to the client."""
@@ -53,6 +56,8 @@ class RequestRecord:
             case TextDelta() | ReasoningDelta() | ToolCallDelta():
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
+                if self.capture_content and isinstance(event, TextDelta):
+                    self.answer.setdefault(event.index, []).append(event.text)
             case Finish(reason):
                 self.finish_reasons.append(reason)
             case Progress(position, wait):

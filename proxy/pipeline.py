@@ -9,6 +9,7 @@ response with its mapped status; after it, an error becomes one in-stream error 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
 from dataclasses import replace
@@ -30,6 +31,7 @@ from translators.events import Cost, Event, Meta, Progress, ReasoningDelta, Text
 from translators.request import Operation, Request
 
 from .errors import error_response, header_safe, unexpected
+from .log import mask, needles_of
 from .observe import Observer, RequestRecord
 from .render import Aggregate, StreamRenderer
 from .router import Route, Router
@@ -91,9 +93,18 @@ class Pipeline:
     """Runs generation requests; one per app."""
 
     def __init__(
-        self, router: Router, counter: TokenCounter, observers: Iterable[Observer], *, keepalive: float, max_body: int, log: Any
+        self,
+        router: Router,
+        counter: TokenCounter,
+        observers: Iterable[Observer],
+        *,
+        keepalive: float,
+        max_body: int,
+        log: Any,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.router = router
+        self.needles = needles_of(secrets)
         self.max_body = max_body
         self.counter = counter
         self.observers = tuple(observers)
@@ -109,7 +120,7 @@ class Pipeline:
             return await self._handle(request, body, operation, record)
         except RosettaError as error:
             self._fail(record, error)
-            return error_response(error, record.request_id)
+            return error_response(self.scrub(error), record.request_id)
         except asyncio.CancelledError:
             record.client_disconnected = True
             record.status = 499
@@ -122,6 +133,17 @@ class Pipeline:
             record.finished_at = time.perf_counter()
             for observer in self.observers:
                 observer.finished(record)
+
+    def scrub(self, error: RosettaError) -> RosettaError:
+        """``error`` with any configured secret masked in its message: a backend may repeat
+        the key it was sent ("Incorrect API key provided: sk-...") and the client must not
+        see it."""
+        masked = mask(error.message, self.needles)
+        if masked == error.message:
+            return error
+        clean = copy.copy(error)
+        clean.message = masked
+        return clean
 
     def _fail(self, record: RequestRecord, error: RosettaError) -> None:
         record.status = error.status
@@ -262,7 +284,7 @@ class Pipeline:
         except RosettaError as error:
             self._fail(record, error)
             self.log.warning("stream_failed", request_id=req.id, error=error.message, kind=getattr(error, "kind", None))
-            await self._write_quietly(response, renderer.error(error))
+            await self._write_quietly(response, renderer.error(self.scrub(error)))
         except (ConnectionResetError, ConnectionError):
             record.client_disconnected = True
             record.status = 499

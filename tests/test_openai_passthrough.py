@@ -368,3 +368,12 @@ async def test_non_stream_client_disconnect_closes_the_upstream_within_100ms(ups
     hung_up = await post_then_hang_up(running, "/v1/chat/completions", body, after=arrived)
     assert await eventually(lambda: "closed" in seen), "the upstream connection was not closed"
     assert seen["closed"] - hung_up < 0.1
+
+
+async def test_a_backend_repeating_our_key_never_shows_it_to_the_client(upstream: Any, rosetta: Any) -> None:
+    body = {"error": {"message": f"Incorrect API key provided: {SECRET}.", "type": "invalid_request_error", "code": "invalid_api_key"}}
+    upstream.add("POST", "/v1/chat/completions", http_response(401, body))
+    running = await rosetta(config(upstream.url))
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await client(running).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    assert SECRET not in str(caught.value.body) and "[REDACTED]" in caught.value.message
