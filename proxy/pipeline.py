@@ -33,7 +33,7 @@ from translators.request import Operation, Request
 from .errors import error_response, header_safe, unexpected
 from .log import mask, needles_of
 from .observe import Observer, RequestRecord
-from .render import Aggregate, StreamRenderer
+from .render import Aggregate, StreamRenderer, comment
 from .router import Route, Router
 from .tokens import TokenCounter
 from .validate import PARSERS
@@ -261,6 +261,7 @@ class Pipeline:
         )
         await response.prepare(request)
         renderer = StreamRenderer(req.operation, req.id, req.model, int(time.time()), req.include_usage)
+        first = event
         pieces: list[str] = []
         ticker = KeepAlive(response, self.keepalive)
         try:
@@ -271,6 +272,10 @@ class Pipeline:
                 elif isinstance(event, ToolCallDelta):
                     pieces.append((event.name or "") + event.arguments)
                 data = renderer.render(event)
+                if isinstance(event, Meta) and event.headers and event is not first:
+                    # headers that come after the response started (Horde's worker, known
+                    # only at the end) reach streaming clients as an SSE comment
+                    data = comment(None, None, event.headers)
                 if data:
                     await response.write(data)
                     ticker.last = time.monotonic()

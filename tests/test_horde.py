@@ -531,7 +531,7 @@ async def test_expired_job_404_is_a_503_naming_why() -> None:
 async def test_timeout_cancels_the_job_and_is_a_504() -> None:
     fake = FakeHorde(workers="42_workers_text", submit="10_submit_async_anon_no_worker", status="11_status_queued",
                      cancel="12_cancel_queued")
-    error, events = await fails(horde(timeout=20), fake, completion())
+    error, events = await fails(horde(job_timeout=20), fake, completion())
     assert (error.status, error.kind) == (504, "timeout")
     assert fake.sleeps == [2.0, 3.0, 4.5, 5.0, 5.0, 0.5]  # the last wait stops at the deadline
     assert len(events) == 6 and all(isinstance(e, Progress) for e in events)
@@ -763,6 +763,8 @@ async def test_e2e_stream_sends_queue_comments_then_the_text(upstream: Any, rose
         "stop"
     ]
     assert raw.rstrip().endswith("data: [DONE]")
+    # the worker is known only at the end: streaming clients get it as a comment
+    assert ": x-rosetta-horde-worker=lab-capture-worker x-rosetta-horde-model=" in raw
     submitted = upstream.requests("/api/v2/generate/text/async")[0]
     assert submitted.headers["apikey"] == "0000000000"
     assert submitted.headers["client-agent"].startswith("rosetta:")

@@ -354,6 +354,21 @@ async def test_prepare_checks_the_context() -> None:
     assert [u.url for u in transport.sent].count(f"{URL}/props") == 2  # a minute later: asked again
 
 
+async def test_the_context_check_counts_the_limit_llamacpp_will_be_sent() -> None:
+    # n_ctx is 2048 in the captured /props: 8 prompt tokens + the answer's budget must fit,
+    # whether the budget comes as max_tokens, SillyTavern's n_predict, or the backend default
+    transport = FakeTransport({"/props": body("get_props"), "/tokenize": tokens(8)})
+    for t, fields in (
+        (translator(), {"n_predict": 2041}),
+        (translator(), {"max_new_tokens": 2041}),
+        (translator(default_max_tokens=2041), {}),
+    ):
+        with pytest.raises(ContextLengthExceeded):
+            await t.prepare(transport, completion({"prompt": "Hello", **fields}))
+    fits = completion({"prompt": "Hello", "n_predict": 2040})
+    assert await translator().prepare(transport, fits) == fits
+
+
 CHATML = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
 

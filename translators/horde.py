@@ -158,7 +158,8 @@ class Options(TextOptions):
     max_poll_interval: float = Field(default=5.0, ge=1.0)
     poll_backoff: float = Field(default=1.5, ge=1.0)
     poll_retries: int = Field(default=3, ge=0, description="transient poll failures tolerated in a row")
-    timeout: float = Field(default=600.0, gt=0, description="total seconds before the job is cancelled")
+    # not "timeout": that key is every backend's HTTP timeouts
+    job_timeout: float = Field(default=600.0, gt=0, description="total seconds before the job is cancelled")
     workers_ttl: float = Field(default=300.0, ge=0, description="cache of the worker and model lists")
     lists_timeout: float = Field(default=10.0, gt=0, description="longest wait for those lists")
 
@@ -209,11 +210,14 @@ class Horde(TemplatedText, Translator):
 
     def headers(self, *, auth: bool, json_body: bool = False) -> dict[str, str]:
         """Headers for one Horde call: the key only where it matters (jobs), never elsewhere."""
-        out = {"Content-Type": "application/json"} if json_body else {}
+        # configured headers first: they must not replace the key or the Client-Agent
+        out = {**self.backend.headers}
+        if json_body:
+            out["Content-Type"] = "application/json"
         if auth:
             out["apikey"] = self.backend.api_key or ANONYMOUS_KEY
         out["Client-Agent"] = self.client_agent
-        return {**out, **self.backend.headers}
+        return out
 
     def job_url(self, job_id: str) -> str:
         """The status / cancel URL of a job."""
@@ -333,7 +337,7 @@ class Horde(TemplatedText, Translator):
         """Submit, poll until done (Progress while waiting), then the answer; cancel on any
         early exit: the client gone (``aclose``/cancellation), timeout, impossible job."""
         opts = self.options
-        deadline = transport.now() + opts.timeout
+        deadline = transport.now() + opts.job_timeout
         submitting = asyncio.ensure_future(self._submit(transport, upstream))
         try:
             job_id = await asyncio.shield(submitting)
@@ -350,7 +354,7 @@ class Horde(TemplatedText, Translator):
             while True:
                 remaining = deadline - transport.now()
                 if remaining <= 0:
-                    raise timeout_error(job_id, opts.timeout)
+                    raise timeout_error(job_id, opts.job_timeout)
                 await transport.sleep(min(delay, remaining))
                 delay = min(opts.max_poll_interval, delay * opts.poll_backoff)
                 try:

@@ -285,6 +285,11 @@ class LlamaCpp(TemplatedText, Translator):
         return len(tokens) if isinstance(tokens, list) else None
 
     # --- to the backend -------------------------------------------------------------------
+    def completion_budget(self, req: Request) -> int:
+        """``n_predict`` as it will be sent: the client's limit under any of its names, else
+        the backend's default."""
+        return requested_max_tokens(req) or self.options.default_max_tokens or 0
+
     async def prepare(self, transport: Transport, req: Request) -> Request:
         """Render the chat (template), then refuse a prompt the slot's context cannot hold
         with its ``max_tokens`` (the shared rule, :meth:`TemplatedText.check_context`)."""

@@ -153,7 +153,7 @@ class OpenAI(Translator):
 
     def parse_response(self, body: Any, req: Request) -> Iterable[Event]:
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamError("upstream openai answer has no 'choices' list", kind="malformed")
+            raise UpstreamError(f"upstream {self.name} answer has no 'choices' list", kind="malformed")
         yield Meta(body.get("id"), body.get("model"), body.get("system_fingerprint"))
         for position, choice in enumerate(body["choices"]):
             index = int(choice.get("index", position))
@@ -174,13 +174,13 @@ class OpenAI(Translator):
             try:
                 chunk = orjson.loads(frame.data)
             except orjson.JSONDecodeError:
-                raise UpstreamError("upstream openai sent a malformed stream chunk", kind="malformed") from None
+                raise UpstreamError(f"upstream {self.name} sent a malformed stream chunk", kind="malformed") from None
             if not isinstance(chunk, dict):
-                raise UpstreamError("upstream openai sent a stream chunk that is not an object", kind="malformed")
+                raise UpstreamError(f"upstream {self.name} sent a stream chunk that is not an object", kind="malformed")
             if "error" in chunk:
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else str(error)
-                raise UpstreamError(f"upstream openai failed mid-stream: {message}", kind="5xx")
+                raise UpstreamError(f"upstream {self.name} failed mid-stream: {message}", kind="5xx")
             if not meta_sent:
                 meta_sent = True
                 yield Meta(chunk.get("id"), chunk.get("model"), chunk.get("system_fingerprint"))
@@ -198,7 +198,7 @@ class OpenAI(Translator):
             if isinstance(chunk.get("usage"), dict):
                 yield usage_event(chunk["usage"])
         if not finished:
-            raise UpstreamError("upstream openai stream ended before the answer finished", kind="cut_mid_stream")
+            raise UpstreamError(f"upstream {self.name} stream ended before the answer finished", kind="cut_mid_stream")
 
     async def list_models(self, transport: Any) -> list[str]:
         url = (self.backend.url or self.default_url).rstrip("/") + "/models"

@@ -179,6 +179,11 @@ class TemplatedText:
         return template_warnings(req)
 
     # --- context --------------------------------------------------------------------------
+    def completion_budget(self, req: Request) -> int:
+        """The tokens the answer may take, as this backend will be asked (override where the
+        backend reads other field names or has a default limit)."""
+        return req.max_tokens or 0
+
     async def check_context(self, transport: Transport, req: Request) -> None:
         """Raise ContextLengthExceeded when the prompt's tokens plus ``max_tokens`` exceed the
         model's context (checked only when the backend reports both the limit and a count)."""
@@ -187,7 +192,7 @@ class TemplatedText:
             return
         prompt = req.prompt if req.prompt is not None else req.body.get("prompt")
         texts = [prompt] if isinstance(prompt, str) else [p for p in prompt or () if isinstance(p, str)]
-        completion = req.max_tokens or 0
+        completion = self.completion_budget(req)
         for text in texts:
             count = await self.count_tokens(transport, text)
             if count is None:
