@@ -28,6 +28,7 @@ from translators.errors import (
     UpstreamError,
 )
 from translators.events import Cost, Event, Meta, Progress, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from translators.params import ParamMap
 from translators.request import Operation, Request
 
 from .errors import error_response, header_safe, unexpected
@@ -41,9 +42,24 @@ from .validate import PARSERS
 ID_PREFIX: dict[Operation, str] = {"chat": "chatcmpl-", "completion": "cmpl-"}
 
 
-def merge_params(defaults: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
-    """Route defaults under the client's body: a client value wins, a client null does not."""
-    merged = dict(defaults)
+# OpenAI's two names for one limit: a client's max_tokens beats a default max_completion_tokens.
+SYNONYMS: dict[str, str] = {"max_completion_tokens": "max_tokens"}
+
+
+def merge_params(defaults: Mapping[str, Any], body: Mapping[str, Any], params: ParamMap | None = None) -> dict[str, Any]:
+    """Route defaults under the client's body: a client value wins, a client null does not.
+
+    A client value also wins over a default that names the same field differently (SillyTavern's
+    ``repetition_penalty`` for a default written as llama.cpp's ``repeat_penalty``): ``params``,
+    the translator's table, says which names set the same native field."""
+
+    def field(name: str) -> str:
+        spec = params.mapped.get(name) if params is not None else None
+        target = spec.to if spec is not None and spec.to else name
+        return SYNONYMS.get(target, target)
+
+    asked = {field(key) for key, value in body.items() if value is not None}
+    merged = {key: value for key, value in defaults.items() if field(key) not in asked}
     for key, value in body.items():
         if value is not None or key not in merged:
             merged[key] = value
@@ -160,7 +176,7 @@ class Pipeline:
         route = self.router.resolve(model)
         record.route, record.backend = route.public_name, route.backend.name
         record.backend_type, record.upstream_model = route.backend.type, route.upstream_model
-        merged = merge_params(route.params, body)
+        merged = merge_params(route.params, body, route.backend.translator.params)
         parsed = PARSERS[operation](merged)
         record.stream = parsed.stream
         translator = route.backend.translator

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import AsyncIterator, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -20,9 +21,20 @@ from .config import TimeoutConfig
 from .decoders import NDJSONDecoder, SSEDecoder
 
 
+def _shown(url: str) -> str:
+    """``url`` as a client may see it: no query string and no ``user:password@`` (either may
+    hold a credential)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # aiohttp refused it too: say nothing of it
+        return "an invalid URL"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _failure(exc: BaseException, backend: str, url: str) -> UpstreamError:
-    """The UpstreamError for a transport exception (no URL query strings: they may hold keys)."""
-    where = url.split("?", 1)[0]
+    """The UpstreamError for a transport exception (the URL without its credentials)."""
+    where = _shown(url)
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamError(f"upstream {backend} timed out ({where})", kind="timeout", status=504, type="timeout_error", code="upstream_timeout")
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -7,7 +7,8 @@ What Claude demands, and how each rule is met here (facts: shared/protocols/clou
 - Turns alternate: consecutive same-role messages are merged by concatenating their blocks.
 - The first turn is a user turn: a configurable placeholder user turn is put in front of an
   assistant-first conversation (and is the only turn when there are only system messages).
-- Text blocks are never empty, and the final assistant turn must not end in whitespace.
+- Text blocks are never empty nor whitespace only (Claude answers 400 "text content blocks must
+  contain non-whitespace text"), and the final assistant turn must not end in whitespace.
 - Assistant ``tool_calls`` become ``tool_use`` blocks; ``tool`` messages become ``tool_result``
   blocks of a user turn (consecutive results merge into one turn; results come first in it).
 - ``cache_control`` on a content part is passed through onto the block it becomes.
@@ -110,16 +111,16 @@ def document_block(file: Any, where: str) -> Block:
 
 
 def part_block(part: Mapping[str, Any], where: str, *, assistant: bool) -> Block | None:
-    """One OpenAI content part as a Claude block (None for an empty text part)."""
+    """One OpenAI content part as a Claude block (None for an empty or whitespace-only text part)."""
     kind = part.get("type")
     block: Block | None
     match kind:
         case "text" | "input_text":
             text = part.get("text")
-            block = {"type": "text", "text": text} if isinstance(text, str) and text else None
+            block = {"type": "text", "text": text} if isinstance(text, str) and text.strip() else None
         case "refusal" if assistant:
             text = part.get("refusal")
-            block = {"type": "text", "text": text} if isinstance(text, str) and text else None
+            block = {"type": "text", "text": text} if isinstance(text, str) and text.strip() else None
         case "image_url" if not assistant:
             block = image_block(part.get("image_url"), where)
         case "file" if not assistant:
@@ -134,11 +135,11 @@ def part_block(part: Mapping[str, Any], where: str, *, assistant: bool) -> Block
 
 
 def content_blocks(content: Any, where: str, *, assistant: bool = False) -> list[Block]:
-    """A message ``content`` (string, parts or null) as Claude blocks, empty text left out."""
+    """A message ``content`` (string, parts or null) as Claude blocks, blank text left out."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return [{"type": "text", "text": content}] if content.strip() else []
     blocks: list[Block] = []
     for number, part in enumerate(content):
         if not isinstance(part, Mapping):

@@ -167,7 +167,7 @@ def stop_sequences_of(req: Request, warnings: list[str]) -> list[str]:
         value = req.get("stop")
         stops = [value] if isinstance(value, str) else list(value or ())
     kept = [stop for stop in stops if stop.strip()]
-    if len(kept) < len(stops):
+    if any(stop and not stop.strip() for stop in stops):  # "" asks for nothing: no warning for it
         warnings.append("stop sequences made only of whitespace were not sent: Claude rejects them")
     return kept
 

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterable, Literal, Mapping
 import orjson
 from pydantic import Field
 
-from .base import Frame, Framing, Translator, Transport, Upstream, parse_json
+from .base import Frame, Framing, Translator, Transport, Upstream, parse_json, retry_after_of
 from .errors import ContextLengthExceeded, InvalidRequest, Unsupported, UpstreamError, upstream_error
 from .events import Event, Finish, TextDelta, Usage
 from .kobold_params import (
@@ -239,7 +239,7 @@ class Kobold(TemplatedText, Translator):
         message, code = detail_message(data)
         if message is None:
             return super().parse_error(status, body, headers)
-        return upstream_error(status, message[:500], backend_type=self.name, code=code)
+        return upstream_error(status, message[:500], backend_type=self.name, code=code, retry_after=retry_after_of(headers))
 
     # --- the exchange ---------------------------------------------------------------------
     async def exchange(self, transport: Transport, upstream: Upstream, req: Request) -> AsyncIterator[Event]:

@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import orjson
 from pydantic import Field
 
-from .base import Frame, Translator, Transport, Upstream, parse_json
+from .base import Frame, Translator, Transport, Upstream, parse_json, retry_after_of
 from .errors import InvalidRequest, Unsupported, UpstreamError, upstream_error
 from .events import Event, Finish, FinishReason, Meta, Progress, TextDelta, Usage
 from .params import Param, ParamMap
@@ -199,9 +199,10 @@ def usage_of(result: Mapping[str, Any]) -> Usage:
     )
 
 
-def error_of(error: Any, status: int | None = None) -> UpstreamError:
+def error_of(error: Any, status: int | None = None, retry_after: float | None = None) -> UpstreamError:
     """The UpstreamError for llama.cpp's ``{"code", "message", "type"}`` error object (``status``:
-    the HTTP status it came with; mid-stream, its ``code``)."""
+    the HTTP status it came with; mid-stream, its ``code``; ``retry_after``: the response's
+    ``Retry-After``)."""
     if not isinstance(error, Mapping):
         return UpstreamError(f"upstream llamacpp failed: {error}", kind="5xx")
     message = str(error.get("message") or "")[:500]
@@ -210,7 +211,7 @@ def error_of(error: Any, status: int | None = None) -> UpstreamError:
         status = code if isinstance(code, int) and code >= 400 else 500
     if error.get("type") == "exceed_context_size_error":
         return upstream_error(status, message, backend_type="llamacpp", code="context_length_exceeded")
-    return upstream_error(status, message, backend_type="llamacpp")
+    return upstream_error(status, message, backend_type="llamacpp", retry_after=retry_after)
 
 
 class LlamaCpp(TemplatedText, Translator):
@@ -376,7 +377,7 @@ class LlamaCpp(TemplatedText, Translator):
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             return super().parse_error(status, body, headers)
-        return error_of(error, status)
+        return error_of(error, status, retry_after_of(headers))
 
     async def list_models(self, transport: Transport) -> list[str]:
         """The loaded model's id(s) from ``GET /v1/models``."""

@@ -27,9 +27,16 @@ PASSAGE = (
     "cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."
 )
 WORDS = re.compile(r"\s*\S+")
+# The mock's "context": lorem talks until max_tokens, so an unbounded max_tokens (2**31) would
+# have it build billions of words in memory and take the whole gateway down.
+MAX_TOKENS = 32768
 
 params = ParamMap(
-    {"max_tokens": Param(range=(1, None)), "max_completion_tokens": Param(range=(1, None)), "n": Param(range=(1, 8))},
+    {
+        "max_tokens": Param(range=(1, MAX_TOKENS)),
+        "max_completion_tokens": Param(range=(1, MAX_TOKENS)),
+        "n": Param(range=(1, 8)),
+    },
     handled={"model", "messages", "prompt", "stream", "stream_options", "stop", "tools", "tool_choice"},
     ignored={
         "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",

@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Frame, Translator, Transport, Upstream, get_json
+from .base import Frame, Translator, Transport, Upstream, get_json, retry_after_of
 from .errors import Unsupported, UpstreamError, upstream_error
 from .events import Event, Meta
 from .ollama_answers import AnswerState
@@ -350,7 +350,7 @@ class Ollama(Translator):
         if is_context_error(message):
             return upstream_error(400, message, backend_type=self.name, code="context_length_exceeded")
         code = "model_not_found" if status == 404 and "not found" in message else None
-        return upstream_error(status, message, backend_type=self.name, code=code)
+        return upstream_error(status, message, backend_type=self.name, code=code, retry_after=retry_after_of(headers))
 
     async def list_models(self, transport: Transport) -> list[str]:
         """Local models from ``GET /api/tags``."""

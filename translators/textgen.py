@@ -88,6 +88,22 @@ def template_warnings(req: Request) -> tuple[str, ...]:
     return req.template_warnings if isinstance(req, TemplatedRequest) else ()
 
 
+# Content parts a text prompt carries; any other kind (images, audio, files) cannot be rendered.
+TEXT_PARTS = frozenset({"text", "input_text"})
+
+
+def dropped_parts(messages: Any) -> tuple[str, ...]:
+    """The kinds of content part in ``messages`` a prompt string cannot carry (sorted)."""
+    kinds = {
+        str(part.get("type"))
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, Mapping) and part.get("type") not in TEXT_PARTS
+    }
+    return tuple(sorted(kinds))
+
+
 def _option(options: Any, name: str) -> Any:
     # req.options is the translator's ModelOptions instance; tests may pass a plain mapping.
     if isinstance(options, Mapping):
@@ -169,6 +185,9 @@ class TemplatedText:
             fallback_name = _option(self.options, "template_fallback") or "chatml"
             rendered = render_chat(req.messages, self._fallback())
             warnings += (f"{exc}; the chat was rendered with the '{fallback_name}' template",)
+        dropped = dropped_parts(req.messages)
+        if dropped:  # the README promises: what a backend cannot take is said, never silently lost
+            warnings += (f"content parts of type {', '.join(dropped)} were not sent: this backend takes text only",)
         stop = req.stop + tuple(s for s in rendered.stop if s not in req.stop)
         values = {f.name: getattr(req, f.name) for f in fields(req)}
         values.update(prompt=rendered.prompt, stop=stop, template_warnings=warnings + rendered.warnings)
