@@ -65,6 +65,36 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         raise
 
 
+def cors_middleware(origins: list[str]) -> Any:
+    """CORS for browser front ends on ``server.cors_origins``: preflights are answered here
+    (before the key check, as browsers send no credentials on them)."""
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins)
+        if request.method == "OPTIONS" and allowed and "Access-Control-Request-Method" in request.headers:
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": "*" if allow_any else origin or "",
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                },
+            )
+        response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin or ""
+            response.headers["Access-Control-Expose-Headers"] = "x-request-id, x-rosetta-backend, x-rosetta-warning, x-rosetta-usage-source, x-rosetta-overhead-ms"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
 def auth_middleware(keys: list[str]) -> Any:
     """Require one of the gateway keys as ``Authorization: Bearer`` (or ``x-api-key``) on /v1."""
 
@@ -179,6 +209,12 @@ async def _close_metrics(app: web.Application) -> None:
     app[METRICS].close()
 
 
+def cors_list(settings: Settings) -> list[Any]:
+    """The CORS middleware when any origin is configured (none by default)."""
+    origins = settings.server.cors_origins
+    return [cors_middleware(origins)] if origins else []
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole gateway for ``settings``."""
     configure_logging(settings.server.log_format, settings.server.log_level, secrets_of(settings))
@@ -186,7 +222,7 @@ def create_app(settings: Settings) -> web.Application:
     keys = [k.get_secret_value() for k in settings.server.api_keys]
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(keys)],
+        middlewares=[errors_middleware, *cors_list(settings), auth_middleware(keys)],
     )
     app[SETTINGS] = settings
     app[LOG] = log

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -54,6 +55,8 @@ class ServerConfig(_Strict):
     keepalive_seconds: float = Field(5.0, gt=0)
     # How long /v1/models keeps an upstream model list.
     models_cache_seconds: float = Field(300.0, ge=0)
+    # Browser front ends allowed to call the gateway directly (CORS); "*" allows any origin.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class TimeoutConfig(_Strict):
@@ -226,6 +229,9 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
         url = common.url or cls.default_url
         if not url:
             problems.append(f"{where}.url: this backend type has no default URL; set one")
+            continue
+        if "@" in urlsplit(url).netloc and common.api_key is not None:
+            problems.append(f"{where}.url: credentials in the URL cannot be combined with api_key (use one)")
             continue
         classes[name] = cls
         backends[name] = BackendSettings(

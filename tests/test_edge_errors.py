@@ -162,3 +162,26 @@ async def test_unsupported_meaningful_parameter_is_400(rosetta: Any) -> None:
     # the pipeline tests; here a neutral value must never be rejected
     status, _, answer = await post(running, "/chat/completions", json={"model": "box/x", "messages": USER, "n": 1, "logit_bias": {}})
     assert status == 502  # reached the (dead) upstream: nothing was rejected
+
+
+async def test_cors_preflight_and_headers_for_configured_origins(rosetta: Any) -> None:
+    running = await rosetta({**MOCK, "server": {"api_keys": ["sk-team-1"], "cors_origins": ["http://ui.local"]}})
+    async with aiohttp.ClientSession() as http:
+        preflight = {"Origin": "http://ui.local", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
+        async with http.options(running.base_url + "/chat/completions", headers=preflight) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == "http://ui.local"
+            assert "authorization" in r.headers["Access-Control-Allow-Headers"]
+        headers = {"Origin": "http://ui.local", "Authorization": "Bearer sk-team-1"}
+        async with http.post(running.base_url + "/chat/completions", json={"model": "m", "messages": USER}, headers=headers) as r:
+            assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "http://ui.local"
+        async with http.post(running.base_url + "/chat/completions", json={"model": "m", "messages": USER}, headers={"Origin": "http://evil.local", "Authorization": "Bearer sk-team-1"}) as r:
+            assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_url_credentials_with_an_api_key_are_a_config_error() -> None:
+    from proxy.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"backends": {"b": {"type": "openai", "url": "http://u:p@host/v1", "api_key": "sk-x"}}}, env={})
+    assert "backends.b.url: credentials in the URL cannot be combined with api_key" in caught.value.problems[0]
