@@ -140,9 +140,10 @@ def test_secrets_of_a_config_include_keys_auth_headers_url_passwords_and_secret_
             "backends": {
                 "a": {
                     "type": "openai", "url": "http://user:url-password@127.0.0.1:9/v1?api_key=query-secret&x=plain",
-                    "api_key": "backend-key", "headers": {"Authorization": "Bearer header-token", "X-Trace": "visible"},
+                    "headers": {"Authorization": "Bearer header-token", "X-Trace": "visible"},
                 },
-                "b": {"type": "mock"},
+                "b": {"type": "openai", "url": "http://127.0.0.1:9/v1", "api_key": "backend-key"},
+                "c": {"type": "mock"},
             },
             "models": [],
         },
