@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from typing import Sequence
@@ -39,6 +40,12 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:  # uvloop is optional (not on Windows)
         pass
     app = create_app(settings)
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # sight, and collect the young generation less often. A full collection over the whole
+    # heap paused the loop 40-80 ms under 500 streams (bench/, py-spy).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     print(f"Rosetta {__version__} listening on http://{host}:{port}/v1 (config: {settings.source})", file=sys.stderr)
     web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None)
     return 0

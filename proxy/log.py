@@ -116,6 +116,12 @@ def secrets_of(settings: Any) -> tuple[str, ...]:
 _HANDLER_MARK = "_rosetta_handler"
 
 
+def _orjson_line(event: Any, **_: Any) -> str:
+    """One JSON log line with orjson (several times faster than json.dumps on the hot path);
+    values orjson does not know are shown by their repr."""
+    return orjson.dumps(event, default=repr).decode()
+
+
 def configure_logging(fmt: str, level: str, secrets: Iterable[str], stream: Any = None) -> None:
     """Set up structlog and the standard library's logging for the process (log format:
     auto|json|console; auto is console on a terminal, JSON otherwise)."""
@@ -123,7 +129,11 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str], stream: Any 
     secrets = tuple(secrets)
     tty = hasattr(out, "isatty") and out.isatty()
     console = fmt == "console" or (fmt == "auto" and tty)
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=tty) if console else structlog.processors.JSONRenderer()
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=tty)
+        if console
+        else structlog.processors.JSONRenderer(serializer=_orjson_line)
+    )
     numeric = getattr(logging, level.upper())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
@@ -138,7 +148,8 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str], stream: Any 
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        # each create_app asks for a fresh logger, so caching cannot outlive a reconfiguration
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable
+from typing import Any, Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -85,6 +85,8 @@ class Metrics:
         # ``*_created`` series double every counter and histogram for nothing Prometheus uses.
         disable_created_metrics()
         self.known_models = frozenset(known_models)
+        # labelled children by (metric, label values): labels() validates and locks each call
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.multiprocess_dir = multiprocess_dir()
         if self.multiprocess_dir:
             os.makedirs(self.multiprocess_dir, exist_ok=True)
@@ -184,7 +186,7 @@ class Metrics:
     # --- Observer -------------------------------------------------------------------------
     def started(self, record: RequestRecord) -> None:
         """A request arrived."""
-        self.in_flight.labels(record.operation).inc()
+        self._child(self.in_flight, record.operation).inc()
 
     def progress(self, record: RequestRecord, event: Progress | Cost) -> None:
         """A live queue report or a cost."""
@@ -208,12 +210,20 @@ class Metrics:
         jobs = self._queued.get(backend) or {}
         positions = [p for p, _ in jobs.values() if p is not None]
         waits = [w for _, w in jobs.values() if w is not None]
-        self.queue_position.labels(backend).set(max(positions, default=0))
-        self.queue_wait.labels(backend).set(max(waits, default=0.0))
+        self._child(self.queue_position, backend).set(max(positions, default=0))
+        self._child(self.queue_wait, backend).set(max(waits, default=0.0))
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached."""
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def finished(self, record: RequestRecord) -> None:
         """The request ended: count it and observe its times and tokens."""
-        self.in_flight.labels(record.operation).dec()
+        self._child(self.in_flight, record.operation).dec()
         if record.request_id in self._queued.get(record.backend, {}):
             del self._queued[record.backend][record.request_id]
             self._publish_queue(record.backend)
@@ -221,26 +231,26 @@ class Metrics:
         route = (backend, self.model_label(record), record.operation)
         stream = "true" if record.stream else "false"
         error_type = record.error_type or ("client_disconnected" if record.client_disconnected else "")
-        self.requests.labels(*route, stream, status_class(record.status), error_type).inc()
+        self._child(self.requests, *route, stream, status_class(record.status), error_type).inc()
         if record.client_disconnected:
-            self.disconnects.labels(backend, record.operation, stream).inc()
+            self._child(self.disconnects, backend, record.operation, stream).inc()
         if not record.backend:
             return  # rejected before routing: counted above, nothing else is known
-        self.duration.labels(*route, stream, status_class(record.status)).observe(record.duration)
+        self._child(self.duration, *route, stream, status_class(record.status)).observe(record.duration)
         if record.upstream_wait > 0:  # it went upstream: what Rosetta added around that
-            self.overhead.labels(backend, record.operation, stream).observe(record.overhead)
+            self._child(self.overhead, backend, record.operation, stream).observe(record.overhead)
         ttft = record.ttft
         if ttft is not None:
-            self.ttft.labels(*route, stream).observe(ttft)
+            self._child(self.ttft, *route, stream).observe(ttft)
             output = _count(record.completion_tokens)
             # A whole answer at once has no pace per token to speak of: streams only.
             if record.stream and output is not None and output > 1:
-                self.tpot.labels(*route).observe(max(record.duration - ttft, 0.0) / (output - 1))
+                self._child(self.tpot, *route).observe(max(record.duration - ttft, 0.0) / (output - 1))
         if record.error_kind:
-            self.upstream_errors.labels(backend, record.error_kind).inc()
+            self._child(self.upstream_errors, backend, record.error_kind).inc()
         source = record.usage_source or "estimated"
         for kind, value in (("input", record.prompt_tokens), ("output", record.completion_tokens)):
             count = _count(value)
             if count is not None:
-                self.token_usage.labels(*route, kind).observe(count)
-                self.tokens.labels(*route, kind, source).inc(count)
+                self._child(self.token_usage, *route, kind).observe(count)
+                self._child(self.tokens, *route, kind, source).inc(count)

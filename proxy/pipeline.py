@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import time
-import uuid
 from dataclasses import replace
 from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Mapping, cast
 
@@ -367,7 +367,7 @@ class KeepAlive:
 
 def new_request_id(operation: Operation) -> str:
     """A fresh response id (``chatcmpl-…`` or ``cmpl-…``)."""
-    return ID_PREFIX[operation] + uuid.uuid4().hex
+    return ID_PREFIX[operation] + os.urandom(16).hex()
 
 
 __all__ = ["Pipeline", "new_request_id", "merge_params", "adapt", "UpstreamError"]

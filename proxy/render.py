@@ -56,7 +56,7 @@ def sse(data: dict[str, Any]) -> bytes:
 class StreamRenderer:
     """Renders one answer's events as SSE bytes; call :meth:`end` (or :meth:`error`) last."""
 
-    __slots__ = ("operation", "base", "include_usage", "started", "finished", "usage")
+    __slots__ = ("operation", "base", "include_usage", "started", "finished", "usage", "_head", "_tail")
 
     def __init__(self, operation: Operation, response_id: str, model: str, created: int, include_usage: bool) -> None:
         self.operation = operation
@@ -68,15 +68,15 @@ class StreamRenderer:
             "system_fingerprint": None,
         }
         self.include_usage = include_usage
+        # Every chunk of one answer shares these bytes: serialised once, not per chunk.
+        self._head = b"data: " + orjson.dumps(self.base)[:-1] + b',"choices":['
+        self._tail = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
         self.started: set[int] = set()
         self.finished: set[int] = set()
         self.usage: Usage | None = None
 
     def _chunk(self, choice: dict[str, Any]) -> bytes:
-        data = {**self.base, "choices": [choice]}
-        if self.include_usage:
-            data["usage"] = None
-        return sse(data)
+        return self._head + orjson.dumps(choice) + self._tail
 
     def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if self.operation == "completion":

@@ -44,6 +44,7 @@ class Router:
         self.settings = settings
         self.backends = dict(backends)
         self.models: dict[str, ModelSettings] = {m.name: m for m in settings.models}
+        self._defaults: dict[str, Any] = {}
 
     def drop_backend(self, name: str) -> None:
         """Take a backend out of routing (autodetect found nothing listening)."""
@@ -66,4 +67,11 @@ class Router:
                 f"(backends: {', '.join(sorted(self.backends)) or 'none'}); GET /v1/models lists them.",
                 param="model",
             )
-        return Route(model, backend, rest, {}, backend.translator.ModelOptions())
+        return Route(model, backend, rest, {}, self._default_options(backend))
+
+    def _default_options(self, backend: Backend) -> Any:
+        """The translator's default ModelOptions, built once per backend (frozen, so shared)."""
+        options = self._defaults.get(backend.name)
+        if options is None:
+            options = self._defaults[backend.name] = backend.translator.ModelOptions()
+        return options
