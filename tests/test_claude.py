@@ -872,3 +872,19 @@ async def test_e2e_models_list_from_upstream(upstream: Any, rosetta: Any) -> Non
     assert ids[:2] == ["claude-rp", "opus"] and "anthropic/claude-3-5-sonnet-latest" in ids
     [sent] = upstream.requests("/v1/models")
     assert sent.query == "limit=1000" and sent.headers["x-api-key"] == SECRET
+
+
+@pytest.mark.parametrize("empty", ["", "\n", "  "])
+@pytest.mark.parametrize("model", ["claude-3-5-sonnet-20240620", "claude-sonnet-4-6"])
+def test_an_empty_final_user_turn_asks_for_a_reply_not_a_continuation(empty: str, model: str) -> None:
+    claude = translator()
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": empty}],
+    }
+    upstream = claude.build_request(make_request(body, model, claude))
+    sent = upstream.json["messages"]
+    assert sent[-1] == {"role": "user", "content": [{"type": "text", "text": "\u200b"}]}
+    assert sent[-2]["role"] == "assistant"
+    assert not any("prefill" in w for w in upstream.warnings)
+    assert_valid_claude_request(upstream.json)

@@ -197,6 +197,9 @@ def with_name(blocks: list[Block], name: Any) -> list[Block]:
 
 
 # --- messages ------------------------------------------------------------------------------
+# What an empty final user turn becomes (zero width space).
+EMPTY_TURN = "\u200b"
+
 def split_messages(messages: Sequence[Message]) -> tuple[list[Block], list[Turn]]:
     """System blocks and the (not yet merged) user/assistant turns of an OpenAI chat."""
     system: list[Block] = []
@@ -326,6 +329,12 @@ def build_conversation(
     """The whole message conversion, in order: split, merge, placeholder, default prefill,
     whitespace, caching, then the prefill fallback for models that cannot continue a turn."""
     system, turns = split_messages(messages)
+    if turns and turns[-1]["role"] == "user" and not turns[-1]["content"]:
+        # The client's last word is an empty user turn (SillyTavern: sending nothing): it
+        # asks for a reply, so keep the turn. Dropped, the assistant turn before it would
+        # become a prefill and be continued. U+200B is text to Claude, not whitespace
+        # (SillyTavern's own fix for empty turns).
+        turns[-1] = {"role": "user", "content": [{"type": "text", "text": EMPTY_TURN}]}
     turns = merge_turns(turns)
     if not turns or turns[0]["role"] != "user":
         turns.insert(0, {"role": "user", "content": [{"type": "text", "text": placeholder}]})
