@@ -26,7 +26,7 @@ CONVERSATION = [
     {"role": "assistant", "content": "Hi! How can I help?"},
     {"role": "user", "content": "Tell me a joke."},
 ]
-# The conversation in ChatML, Llama 3 and Alpaca (sources cited in tests/test_templates.py).
+# The conversation in ChatML, Llama 3 and Alpaca (sources cited in tests/templates_helpers.py).
 CHATML = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
     "<|im_start|>assistant\nHi! How can I help?<|im_end|>\n<|im_start|>user\nTell me a joke.<|im_end|>\n"
