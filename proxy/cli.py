@@ -21,11 +21,7 @@ def _settings(path: str | None) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the gateway until interrupted."""
-    from aiohttp import web
-
-    from .app import create_app
-
+    """Run the gateway until interrupted (``--workers N``: N processes on one port)."""
     try:
         settings = _settings(args.config)
     except ConfigError as exc:
@@ -33,6 +29,19 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    if args.workers > 1:
+        return _supervise(args, host, port)
+    _run_worker(args.config, host, port, reuse_port=False)
+    return 0
+
+
+def _run_worker(config: str | None, host: str, port: int, *, reuse_port: bool) -> None:
+    """One serving process."""
+    from aiohttp import web
+
+    from .app import create_app
+
+    settings = _settings(config)
     try:
         import uvloop
 
@@ -46,9 +55,54 @@ def serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    print(f"Rosetta {__version__} listening on http://{host}:{port}/v1 (config: {settings.source})", file=sys.stderr)
-    web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None)
-    return 0
+    print(f"Rosetta {__version__} listening on http://{host}:{port}/v1 (config: {settings.source}, pid {os.getpid()})", file=sys.stderr)
+    web.run_app(
+        app, host=host, port=port, handler_cancellation=True, access_log=None, print=None, reuse_port=reuse_port or None
+    )
+
+
+def _supervise(args: argparse.Namespace, host: str, port: int) -> int:
+    """Start ``--workers`` processes sharing the port (SO_REUSEPORT: the kernel spreads the
+    connections) and one Prometheus multiprocess directory, so ``/metrics`` on any worker
+    shows them all. Stops them all on SIGINT/SIGTERM; exits when any of them dies."""
+    import multiprocessing
+    import shutil
+    import signal
+    import tempfile
+
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # samples of an earlier run would be added to this one's
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    else:
+        metrics_dir = tempfile.mkdtemp(prefix="rosetta-metrics-")
+    os.makedirs(metrics_dir, exist_ok=True)
+    # read by prometheus-client when each worker imports it (spawned: a fresh interpreter)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_run_worker, args=(args.config, host, port), kwargs={"reuse_port": True}, daemon=False)
+        for _ in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def stop(*_: object) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        from multiprocessing.connection import wait
+
+        wait([w.sentinel for w in workers])
+    finally:
+        stop()
+        for worker in workers:
+            worker.join(10)
+    return 0 if all(w.exitcode in (0, -signal.SIGTERM) for w in workers) else 1
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -73,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--config", help="YAML config file (default: the embedded default)")
     p_serve.add_argument("--host", help="bind address (default from config, 127.0.0.1)")
     p_serve.add_argument("--port", type=int, help="port (default from config, 8000)")
+    p_serve.add_argument(
+        "--workers", type=int, default=1, help="serving processes sharing the port (default 1; Linux SO_REUSEPORT)"
+    )
     p_serve.set_defaults(func=serve)
     p_check = sub.add_parser("check-config", help="validate a config file and print every problem")
     p_check.add_argument("file")
