@@ -199,9 +199,9 @@ class Pipeline:
         req = adapt(req, translator, parsed.prompt)
         transport = route.backend.transport
         started = time.perf_counter()
-        req = await translator.prepare(transport, req)
-        upstream = translator.build_request(req)
+        req = await translator.prepare(transport, req)  # may ask the backend (template, context)
         record.upstream_wait += time.perf_counter() - started
+        upstream = translator.build_request(req)
         record.warnings = upstream.warnings
         if upstream.warnings:
             self.log.info("request_adjusted", request_id=req.id, warnings=list(upstream.warnings))
