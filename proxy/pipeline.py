@@ -309,7 +309,8 @@ class Pipeline:
                     event = None
             usage = renderer.usage or await self.estimate(req, "".join(pieces))
             record.use(usage)
-            await response.write(renderer.end(usage))
+            # the headers left before usage was known: say where the counts came from in-band
+            await response.write(comment(None, None, {"x-rosetta-usage-source": usage.source}) + renderer.end(usage))
         except RosettaError as error:
             self._fail(record, error)
             self.log.warning("stream_failed", request_id=req.id, error=error.message, kind=getattr(error, "kind", None))

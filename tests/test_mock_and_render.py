@@ -64,6 +64,15 @@ async def test_estimated_usage_is_marked(rosetta: Any) -> None:
     assert usage["total_tokens"] == 12
 
 
+async def test_streams_say_where_usage_came_from_in_a_final_comment(rosetta: Any) -> None:
+    running = await rosetta(MOCK)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(running.base_url + "/chat/completions", json=body) as r:
+            raw = await r.read()
+    assert raw.endswith(b": x-rosetta-usage-source=estimated\n\ndata: [DONE]\n\n")
+
+
 async def test_mock_forced_tool_call(rosetta: Any) -> None:
     running = await rosetta(MOCK)
     tools = [{"type": "function", "function": {"name": "roll_dice", "parameters": {"type": "object"}}}]
