@@ -190,7 +190,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         translator = TRANSLATORS[backend.type](
             TranslatorBackend(name, backend.type, backend.url, backend.api_key, backend.headers, backend.options)
         )
-        router.backends[name] = Backend(name, backend.type, translator, HttpTransport(session, name, backend.timeout))
+        router.backends[name] = Backend(
+            name, backend.type, translator, HttpTransport(session, name, backend.timeout), backend.retries, backend.retry_max_wait
+        )
     probes = {n: b.url for n, b in settings.backends.items() if b.autodetect}
     if probes:
         results = await asyncio.gather(*(_probe(session, url) for url in probes.values()))

@@ -78,6 +78,10 @@ class BackendCommon(BaseModel):
     timeout: TimeoutConfig = TimeoutConfig()
     # Probe at start-up; a backend that does not answer is left out (embedded local defaults).
     autodetect: bool = False
+    # Extra attempts after a retryable failure (429, 502, 503, 504) before any answer was sent,
+    # waiting Retry-After (or 0.5 s, doubling) but never more than retry_max_wait seconds.
+    retries: int = Field(0, ge=0, le=5)
+    retry_max_wait: float = Field(5.0, ge=0)
 
 
 class ModelCommon(BaseModel):
@@ -88,6 +92,8 @@ class ModelCommon(BaseModel):
     backend: str
     model: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    # Other model names tried in order when this one fails retryably before answering.
+    fallbacks: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,8 @@ class BackendSettings:
     timeout: TimeoutConfig
     autodetect: bool
     options: Mapping[str, Any]
+    retries: int = 0
+    retry_max_wait: float = 5.0
 
     def __repr__(self) -> str:  # never show the key
         return f"BackendSettings(name={self.name!r}, type={self.type!r}, url={self.url!r})"
@@ -116,6 +124,7 @@ class ModelSettings:
     model: str
     params: Mapping[str, Any]
     options: Any
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +252,8 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
             timeout=common.timeout,
             autodetect=common.autodetect,
             options=options,
+            retries=common.retries,
+            retry_max_wait=common.retry_max_wait,
         )
 
     models: list[ModelSettings] = []
@@ -273,9 +284,24 @@ def load_settings(raw: Any, *, env: Mapping[str, str], source: str = "config") -
             problems += _located(where, exc)
             continue
         models.append(
-            ModelSettings(common_model.name, common_model.backend, common_model.model, dict(common_model.params), model_options)
+            ModelSettings(
+                common_model.name,
+                common_model.backend,
+                common_model.model,
+                dict(common_model.params),
+                model_options,
+                tuple(common_model.fallbacks),
+            )
         )
 
+    names = {m.name for m in models}
+    for i, model in enumerate(models):
+        for j, fallback in enumerate(model.fallbacks):
+            prefix, sep, rest = fallback.partition("/")
+            if fallback == model.name:
+                problems.append(f"models[{i}].fallbacks[{j}]: a model cannot fall back to itself")
+            elif fallback not in names and not (sep and rest and prefix in raw_backends):
+                problems.append(f"models[{i}].fallbacks[{j}]: {fallback!r} is neither a model name nor '<backend>/<model>'")
     if problems:
         raise ConfigError(problems)
     secrets += [b.api_key for b in backends.values() if b.api_key]

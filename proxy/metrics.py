@@ -127,6 +127,13 @@ class Metrics:
             "Upstream failures by kind (timeout, refused, 4xx, 5xx, malformed, cut_mid_stream, rejected).",
             ("backend", "kind"), registry=r,
         )
+        self.retries = Counter(
+            "rosetta_retries", "Attempts repeated after a retryable upstream failure (before answering).",
+            ("backend", "model"), registry=r,
+        )
+        self.fallbacks = Counter(
+            "rosetta_fallbacks", "Requests answered by (or tried on) a fallback model.", ("backend", "model"), registry=r,
+        )
         self.disconnects = Counter(
             "rosetta_client_disconnects", "Clients that went away before the answer ended.",
             ("backend", "operation", "stream"), registry=r,
@@ -234,6 +241,10 @@ class Metrics:
         self._child(self.requests, *route, stream, status_class(record.status), error_type).inc()
         if record.client_disconnected:
             self._child(self.disconnects, backend, record.operation, stream).inc()
+        if record.retries:
+            self._child(self.retries, backend, route[1]).inc(record.retries)
+        if record.fallbacks:
+            self._child(self.fallbacks, backend, route[1]).inc(record.fallbacks)
         if not record.backend:
             return  # rejected before routing: counted above, nothing else is known
         self._child(self.duration, *route, stream, status_class(record.status)).observe(record.duration)

@@ -40,6 +40,8 @@ from .tokens import TokenCounter
 from .validate import PARSERS
 
 ID_PREFIX: dict[Operation, str] = {"chat": "chatcmpl-", "completion": "cmpl-"}
+# The first wait before a retry when the backend gave no Retry-After (doubles each time).
+FIRST_RETRY_WAIT = 0.5
 # Above this many characters token counting moves off the event loop (~1 ms of tiktoken).
 INLINE_COUNT_CHARS = 64 * 1024
 
@@ -175,13 +177,22 @@ class Pipeline:
         if not isinstance(model, str) or not model:
             PARSERS[operation](body)  # raises the precise error about 'model'
             raise InvalidRequest("'model' must be a non-empty string", param="model")
-        route = self.router.resolve(model)
+        route, req, events, first = await self._open(self.router.resolve(model), body, operation, record)
+        try:
+            if req.stream:
+                return await self._stream(request, route, req, events, first, record)
+            return await self._collect(route, req, events, first, record)
+        finally:
+            await events.aclose()
+
+    def _request(self, route: Route, body: Mapping[str, Any], operation: Operation, record: RequestRecord) -> Request:
+        """The validated Request for ``body`` on ``route`` (defaults merged, input adapted)."""
         record.route, record.backend = route.public_name, route.backend.name
         record.backend_type, record.upstream_model = route.backend.type, route.upstream_model
-        merged = merge_params(route.params, body, route.backend.translator.params)
+        translator = route.backend.translator
+        merged = merge_params(route.params, body, translator.params)
         parsed = PARSERS[operation](merged)
         record.stream = parsed.stream
-        translator = route.backend.translator
         req = Request(
             id=record.request_id,
             operation=operation,
@@ -196,7 +207,50 @@ class Pipeline:
             n=parsed.n,
             options=route.options,
         )
-        req = adapt(req, translator, parsed.prompt)
+        return adapt(req, translator, parsed.prompt)
+
+    async def _open(
+        self, route: Route, body: Mapping[str, Any], operation: Operation, record: RequestRecord
+    ) -> tuple[Route, Request, AsyncGenerator[Event, None], Event | None]:
+        """Start the exchange and wait for its first event (None: it ended without any).
+
+        Nothing has reached the client yet, so a retryable failure (429, 502, 503, 504) is
+        tried again on the same backend (``retries``, waiting Retry-After up to
+        ``retry_max_wait``), then on the model's ``fallbacks`` in order. The answer's
+        ``model`` stays the name the client asked for."""
+        public = route.public_name
+        candidates = [route, *(self.router.resolve(name) for name in route.fallbacks)]
+        failure: UpstreamError | None = None
+        for number, candidate in enumerate(candidates):
+            if number:
+                record.fallbacks += 1
+                self.log.info("fallback", request_id=record.request_id, to=candidate.public_name, after=str(failure))
+            wait = FIRST_RETRY_WAIT
+            for attempt in range(candidate.backend.retries + 1):
+                if attempt:
+                    record.retries += 1
+                    pause = min(failure.retry_after if failure and failure.retry_after is not None else wait, candidate.backend.retry_max_wait)
+                    wait *= 2
+                    await asyncio.sleep(pause)
+                req = replace(self._request(candidate, body, operation, record), model=public)
+                events = await self._exchange(candidate, req, record)
+                try:
+                    first: Event | None = await self._next(events, record)
+                except StopAsyncIteration:
+                    first = None
+                except UpstreamError as error:
+                    await events.aclose()
+                    if not error.retryable:
+                        raise
+                    failure = error
+                    continue
+                return candidate, req, events, first
+        assert failure is not None
+        raise failure
+
+    async def _exchange(self, route: Route, req: Request, record: RequestRecord) -> AsyncGenerator[Event, None]:
+        """``prepare`` and ``build_request`` on the route's translator; the exchange generator."""
+        translator = route.backend.translator
         transport = route.backend.transport
         started = time.perf_counter()
         req = await translator.prepare(transport, req)  # may ask the backend (template, context)
@@ -206,13 +260,7 @@ class Pipeline:
         if upstream.warnings:
             self.log.info("request_adjusted", request_id=req.id, warnings=list(upstream.warnings))
         # exchange is an async generator: aclose() runs its cleanup (a cancel call) at once
-        events = cast(AsyncGenerator[Event, None], translator.exchange(transport, upstream, req))
-        try:
-            if req.stream:
-                return await self._stream(request, route, req, events, record)
-            return await self._collect(route, req, events, record)
-        finally:
-            await events.aclose()
+        return cast(AsyncGenerator[Event, None], translator.exchange(transport, upstream, req))
 
     async def _next(self, events: AsyncIterator[Event], record: RequestRecord) -> Event:
         started = time.perf_counter()
@@ -247,18 +295,21 @@ class Pipeline:
             headers.update({k: header_safe(v) for k, v in meta.headers.items()})
         return headers
 
-    async def _collect(self, route: Route, req: Request, events: AsyncIterator[Event], record: RequestRecord) -> web.Response:
+    async def _collect(
+        self, route: Route, req: Request, events: AsyncIterator[Event], first: Event | None, record: RequestRecord
+    ) -> web.Response:
         aggregate = Aggregate()
         meta_headers: dict[str, str] = {}
-        while True:
-            try:
-                event = await self._next(events, record)
-            except StopAsyncIteration:
-                break
+        event = first
+        while event is not None:
             self._observe(record, event)
             if isinstance(event, Meta):
                 meta_headers.update(event.headers)
             aggregate.add(event)
+            try:
+                event = await self._next(events, record)
+            except StopAsyncIteration:
+                event = None
         usage = aggregate.usage or await self.estimate(req, aggregate.text())
         record.use(usage)
         answer = aggregate.render(req.operation, req.id, req.model, int(time.time()), usage)
@@ -268,12 +319,15 @@ class Pipeline:
         return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
 
     async def _stream(
-        self, request: web.Request, route: Route, req: Request, events: AsyncIterator[Event], record: RequestRecord
+        self,
+        request: web.Request,
+        route: Route,
+        req: Request,
+        events: AsyncIterator[Event],
+        first: Event | None,
+        record: RequestRecord,
     ) -> web.StreamResponse:
-        try:
-            event: Event | None = await self._next(events, record)
-        except StopAsyncIteration:
-            event = None
+        event = first
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

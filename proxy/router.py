@@ -24,6 +24,8 @@ class Backend:
     type: str
     translator: Translator
     transport: HttpTransport
+    retries: int = 0
+    retry_max_wait: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Route:
     upstream_model: str
     params: Mapping[str, Any]
     options: Any
+    fallbacks: tuple[str, ...] = ()
 
 
 class Router:
@@ -58,7 +61,7 @@ class Router:
         """The route for a client's ``model``; 404 ``model_not_found`` when there is none."""
         entry = self.models.get(model)
         if entry is not None and entry.backend in self.backends:
-            return Route(model, self.backends[entry.backend], entry.model, entry.params, entry.options)
+            return Route(model, self.backends[entry.backend], entry.model, entry.params, entry.options, entry.fallbacks)
         prefix, sep, rest = model.partition("/")
         backend = self.backends.get(prefix) if sep and rest else None
         if backend is None:
