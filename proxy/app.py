@@ -20,11 +20,12 @@ from translators.registry import TRANSLATORS
 
 from .config import Settings
 from .errors import error_response
+from .intake import new_request_id
 from .log import RequestLog, configure_logging, log_content, secrets_of
 from .metrics import Metrics
 from .models import ModelCatalog
 from .observe import RequestRecord
-from .pipeline import Pipeline, new_request_id
+from .pipeline import Pipeline
 from .router import Backend, Router
 from .tokens import TokenCounter
 from .upstream import HttpTransport

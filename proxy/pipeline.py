@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import time
 from dataclasses import replace
 from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Mapping, cast
@@ -18,20 +17,16 @@ from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Mapping, cast
 import orjson
 from aiohttp import web
 
-from translators.base import Translator
 from translators.errors import (
     InvalidRequest,
-    PayloadTooLarge,
     RosettaError,
-    Unsupported,
-    UnsupportedMediaType,
     UpstreamError,
 )
 from translators.events import Cost, Event, Meta, Progress, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from translators.params import ParamMap
 from translators.request import Operation, Request
 
 from .errors import error_response, header_safe, unexpected
+from .intake import read_json, request_from_body
 from .log import mask, needles_of
 from .observe import Observer, RequestRecord
 from .render import Aggregate, StreamRenderer, comment
@@ -39,74 +34,10 @@ from .router import Route, Router
 from .tokens import TokenCounter
 from .validate import PARSERS
 
-ID_PREFIX: dict[Operation, str] = {"chat": "chatcmpl-", "completion": "cmpl-"}
 # The first wait before a retry when the backend gave no Retry-After (doubles each time).
 FIRST_RETRY_WAIT = 0.5
 # Above this many characters token counting moves off the event loop (~1 ms of tiktoken).
 INLINE_COUNT_CHARS = 64 * 1024
-
-
-# OpenAI's two names for one limit: a client's max_tokens beats a default max_completion_tokens.
-SYNONYMS: dict[str, str] = {"max_completion_tokens": "max_tokens"}
-
-
-def merge_params(defaults: Mapping[str, Any], body: Mapping[str, Any], params: ParamMap | None = None) -> dict[str, Any]:
-    """Route defaults under the client's body: a client value wins, a client null does not.
-
-    A client value also wins over a default that names the same field differently (SillyTavern's
-    ``repetition_penalty`` for a default written as llama.cpp's ``repeat_penalty``): ``params``,
-    the translator's table, says which names set the same native field."""
-
-    def field(name: str) -> str:
-        spec = params.mapped.get(name) if params is not None else None
-        target = spec.to if spec is not None and spec.to else name
-        return SYNONYMS.get(target, target)
-
-    asked = {field(key) for key, value in body.items() if value is not None}
-    merged = {key: value for key, value in defaults.items() if field(key) not in asked}
-    for key, value in body.items():
-        if value is not None or key not in merged:
-            merged[key] = value
-    return merged
-
-
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request's JSON body: 415 for another content type, 413 past the size limit, 400 for
-    JSON that does not parse."""
-    kind = request.headers.get("Content-Type", "")
-    if kind and kind.split(";", 1)[0].strip().lower() not in ("application/json", "text/json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {kind!r}")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"the request body is larger than this gateway accepts ({limit} bytes)"
-        ) from exc
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos}). "
-            "The body must be a JSON object."
-        ) from None
-
-
-def adapt(req: Request, translator: Translator, prompt: Any) -> Request:
-    """Give the translator the input it takes: a prompt to a chat-only backend becomes one user
-    message; a chat to a text backend is left for its ``prepare`` (the instruct template)."""
-    if req.operation == "chat":
-        return req
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        if translator.multi_prompt:
-            return req
-        raise Unsupported(
-            "this backend takes one text prompt: several prompts or token arrays are not supported", param="prompt"
-        )
-    if "completion" in translator.accepts:
-        return replace(req, prompt=prompt)
-    return replace(req, messages=({"role": "user", "content": prompt},))
 
 
 class Pipeline:
@@ -189,25 +120,18 @@ class Pipeline:
         """The validated Request for ``body`` on ``route`` (defaults merged, input adapted)."""
         record.route, record.backend = route.public_name, route.backend.name
         record.backend_type, record.upstream_model = route.backend.type, route.upstream_model
-        translator = route.backend.translator
-        merged = merge_params(route.params, body, translator.params)
-        parsed = PARSERS[operation](merged)
-        record.stream = parsed.stream
-        req = Request(
-            id=record.request_id,
-            operation=operation,
+        req = request_from_body(
+            body,
+            operation,
+            request_id=record.request_id,
             model=route.public_name,
             upstream_model=route.upstream_model,
-            body=merged,
-            stream=parsed.stream,
-            include_usage=parsed.include_usage,
-            messages=parsed.messages,
-            stop=parsed.stop,
-            max_tokens=parsed.max_tokens,
-            n=parsed.n,
+            translator=route.backend.translator,
             options=route.options,
+            defaults=route.params,
         )
-        return adapt(req, translator, parsed.prompt)
+        record.stream = req.stream
+        return req
 
     async def _open(
         self, route: Route, body: Mapping[str, Any], operation: Operation, record: RequestRecord
@@ -420,9 +344,3 @@ class KeepAlive:
         self.task.cancel()
 
 
-def new_request_id(operation: Operation) -> str:
-    """A fresh response id (``chatcmpl-…`` or ``cmpl-…``)."""
-    return ID_PREFIX[operation] + os.urandom(16).hex()
-
-
-__all__ = ["Pipeline", "new_request_id", "merge_params", "adapt", "UpstreamError"]

@@ -11,8 +11,7 @@ import orjson
 from anthropic.types import MessageCreateParams
 from pydantic import TypeAdapter
 
-from proxy.pipeline import adapt
-from proxy.validate import PARSERS
+from proxy.intake import request_from_body
 from translators.base import Backend
 from translators.claude import Claude
 from translators.request import Request
@@ -70,23 +69,16 @@ def make_request(
     body: dict[str, Any], model: str, claude: Claude, *, operation: str = "chat", model_options: dict[str, Any] | None = None
 ) -> Request:
     """A Request as proxy/pipeline builds it: edge validation, then a prompt becomes a message."""
-    parsed = PARSERS[operation](body)  # type: ignore[index]
-    req = Request(
-        id="req-test",
-        operation=operation,  # type: ignore[arg-type]
+    return request_from_body(
+        body,
+        operation,  # type: ignore[arg-type]
+        request_id="req-test",
         model="public-name",
         upstream_model=model,
-        body=body,
-        stream=parsed.stream,
-        include_usage=parsed.include_usage,
-        messages=parsed.messages,
-        stop=parsed.stop,
-        max_tokens=parsed.max_tokens,
-        n=parsed.n,
+        translator=claude,
         # the proxy passes the validated ModelOptions instance (proxy/config.py ModelSettings.options)
-        options=Claude.ModelOptions.model_validate(model_options or {}),  # type: ignore[arg-type]
+        options=Claude.ModelOptions.model_validate(model_options or {}),
     )
-    return adapt(req, claude, parsed.prompt)
 
 
 # --- headers, URL, configuration -----------------------------------------------------------

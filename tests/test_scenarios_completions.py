@@ -158,7 +158,7 @@ async def test_claude_max_tokens_beats_a_max_completion_tokens_default(upstream:
 
 
 def test_merge_params_nulls_and_other_names() -> None:
-    from proxy.pipeline import merge_params
+    from proxy.intake import merge_params
     from translators.llamacpp import params
 
     defaults = {"repeat_penalty": 1.3, "temperature": 0.5, "max_completion_tokens": 50}
